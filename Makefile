@@ -1,0 +1,46 @@
+# obdfs — see README.md. Every target that needs system packages installs
+# them itself through test/install-deps.sh (root on a Debian machine).
+GO        ?= go
+BIN       := bin/obdfs
+FUZZTIME  ?= 10s
+BENCHTIME ?= 1s
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+
+.PHONY: all build deps test test-short fuzz bench demo test-vm bench-ublk vet clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/obdfs
+
+# A static binary for the ublk VM initramfs.
+bin/obdfs-static:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/obdfs
+
+deps:
+	bash test/install-deps.sh
+
+vet:
+	$(GO) vet ./...
+
+# The test command of the README: vet, every package with -race (root-only
+# tests skip with a message when not root), then a short run of every fuzz target.
+test: deps vet
+	$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+test-short: vet
+	$(GO) test -short -count=1 ./...
+
+fuzz:
+	bash test/fuzz.sh $(FUZZTIME)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+demo: deps build
+	bash test/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,169 @@
+package blockcache
+
+import (
+	"bytes"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+func fillPattern(k Key, n int) func([]byte) (int, error) {
+	return func(buf []byte) (int, error) {
+		for i := range n {
+			buf[i] = byte(int64(i) + k.Block + int64(k.Layer)*7)
+		}
+		return n, nil
+	}
+}
+
+func TestGetCopiesRanges(t *testing.T) {
+	c := New(1 << 20)
+	id := c.LayerID("sha256:aa")
+	tests := []struct {
+		name      string
+		block     int64
+		decoded   int
+		off, want int
+		dstLen    int
+	}{
+		{"whole", 1, 4096, 0, 4096, 4096},
+		{"middle", 1, 4096, 100, 50, 50},
+		{"tail clipped", 2, 1000, 900, 100, 512},
+		{"past end", 2, 1000, 1000, 0, 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k := Key{id, tc.block}
+			dst := make([]byte, tc.dstLen)
+			n, err := c.Get(k, 4096, tc.off, dst, fillPattern(k, tc.decoded))
+			if err != nil || n != tc.want {
+				t.Fatalf("Get = %d, %v; want %d", n, err, tc.want)
+			}
+			ref := make([]byte, tc.decoded)
+			fillPattern(k, tc.decoded)(ref)
+			if tc.want > 0 && !bytes.Equal(dst[:n], ref[tc.off:tc.off+n]) {
+				t.Fatalf("wrong bytes")
+			}
+		})
+	}
+}
+
+func TestConcurrentMissesFillOnce(t *testing.T) {
+	c := New(1 << 20)
+	id := c.LayerID("l")
+	var fills atomic.Int32
+	release := make(chan struct{})
+	k := Key{id, 5}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst := make([]byte, 512)
+			n, err := c.Get(k, 512, 0, dst, func(b []byte) (int, error) {
+				fills.Add(1)
+				<-release
+				return fillPattern(k, 512)(b)
+			})
+			if err != nil || n != 512 {
+				t.Errorf("Get = %d, %v", n, err)
+			}
+		}()
+	}
+	close(release)
+	wg.Wait()
+	if f := fills.Load(); f != 1 {
+		t.Fatalf("fill ran %d times, want 1", f)
+	}
+	st := c.Stats(id)
+	if st.Misses.Load() != 1 || st.Hits.Load() != 15 {
+		t.Fatalf("stats hits=%d misses=%d", st.Hits.Load(), st.Misses.Load())
+	}
+}
+
+func TestErrorsAreNotCached(t *testing.T) {
+	c := New(1 << 20)
+	k := Key{c.LayerID("l"), 0}
+	bad := errors.New("crc mismatch")
+	dst := make([]byte, 16)
+	if _, err := c.Get(k, 512, 0, dst, func([]byte) (int, error) { return 0, bad }); !errors.Is(err, bad) {
+		t.Fatalf("err = %v", err)
+	}
+	n, err := c.Get(k, 512, 0, dst, fillPattern(k, 512))
+	if err != nil || n != 16 {
+		t.Fatalf("retry after error: %d %v", n, err)
+	}
+	if _, err := c.Get(k, 512, 0, dst, func([]byte) (int, error) { return 513, nil }); err != nil {
+		t.Fatalf("cached block refilled: %v", err)
+	}
+}
+
+func TestBadFillLength(t *testing.T) {
+	c := New(1 << 20)
+	k := Key{c.LayerID("l"), 0}
+	if _, err := c.Get(k, 512, 0, make([]byte, 1), func([]byte) (int, error) { return 513, nil }); err == nil {
+		t.Fatal("fill longer than the block was accepted")
+	}
+}
+
+func TestBoundedAndEvicts(t *testing.T) {
+	const max = 64 * 4096 * 4 // four blocks per shard
+	c := New(max)
+	id := c.LayerID("l")
+	dst := make([]byte, 1)
+	for b := range int64(5000) {
+		k := Key{id, b}
+		if _, err := c.Get(k, 4096, 0, dst, fillPattern(k, 4096)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := c.Bytes(); got > max {
+		t.Fatalf("cache holds %d bytes, bound %d", got, max)
+	}
+	if c.Bytes() == 0 {
+		t.Fatal("cache holds nothing")
+	}
+	c.Drop(id)
+	if got := c.Bytes(); got != 0 {
+		t.Fatalf("after Drop: %d bytes", got)
+	}
+}
+
+func TestLayerIDsStable(t *testing.T) {
+	c := New(1)
+	a, b := c.LayerID("a"), c.LayerID("b")
+	if a == b || c.LayerID("a") != a || c.Stats(b).Identity != "b" || c.Stats(99) != nil {
+		t.Fatal("layer ids not stable/distinct")
+	}
+}
+
+func TestHitAllocatesNothing(t *testing.T) {
+	c := New(1 << 20)
+	k := Key{c.LayerID("l"), 1}
+	dst := make([]byte, 4096)
+	fill := fillPattern(k, 4096)
+	c.Get(k, 4096, 0, dst, fill)
+	if a := testing.AllocsPerRun(100, func() { c.Get(k, 4096, 0, dst, fill) }); a != 0 {
+		t.Fatalf("hit allocates %v times", a)
+	}
+}
+
+func BenchmarkHit(b *testing.B) {
+	c := New(1 << 30)
+	id := c.LayerID("l")
+	for i := range int64(1024) {
+		k := Key{id, i}
+		c.Get(k, 4096, 0, make([]byte, 1), fillPattern(k, 4096))
+	}
+	b.SetBytes(4096)
+	b.RunParallel(func(pb *testing.PB) {
+		dst := make([]byte, 4096)
+		i := int64(0)
+		for pb.Next() {
+			k := Key{id, i & 1023}
+			c.Get(k, 4096, 0, dst, nil)
+			i++
+		}
+	})
+}

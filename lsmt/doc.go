@@ -1,0 +1,25 @@
+// Package lsmt reads and writes overlaybd's LSMT layer files ("layered
+// sparse-mapped tree"), byte-compatible with containerd/overlaybd's C++ code
+// (src/overlaybd/lsmt). The format is described in
+// shared/spec/overlaybd-format.md §1.
+//
+// A layer maps sectors of a virtual disk (512-byte units) to sectors of the
+// layer file through a sorted index of 16-byte records. Read-only (committed)
+// layers are opened with NewFile over any io.ReaderAt (a plain file or a
+// ZFile reader); writable layers are the append-only pair of a data file and
+// an index log (Create, OpenRW). A Stack merges up to 255 read-only layers and
+// an optional writable one into one disk.Disk. Commit turns a writable layer
+// into a committed one, bytes identical to overlaybd-commit.
+//
+// # Units
+//
+// Record offsets, lengths and moffsets are sectors; header index_offset and
+// virtual_size are bytes (spec §7 item 6).
+//
+// # Parallelism
+//
+// File, Index and Stack reads may be called concurrently. On an RWFile
+// WriteAt and Discard are serialized by a mutex (they append), and ReadAt may
+// run alongside them: data once appended is never rewritten, so a reader that
+// looked up the index under a read lock can read the data without a lock.
+package lsmt
