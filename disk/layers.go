@@ -1,0 +1,21 @@
+package disk
+
+// LayerInfo describes one layer of a layered disk, for `obdfs stack ls`
+// and `obdfs stats`.
+type LayerInfo struct {
+	Name     string // file path or blob reference, as given by the user
+	Identity string // cache identity: content digest where known, else dev+inode
+	Kind     string // e.g. "lsmt", "zfile+lsmt", "tar+zfile+lsmt", "rw"
+	ReadOnly bool
+
+	// Counters since the layer was opened (shared by every stack using it).
+	BackingReads int64 // read calls on the layer's backing file or blob
+	BackingBytes int64 // bytes read from the backing file or blob
+	CacheHits    int64 // decoded-block cache hits (compressed layers)
+	CacheMisses  int64 // decoded-block cache misses (blocks decoded)
+}
+
+// Layered is implemented by disks made of layers (an LSMT stack).
+type Layered interface {
+	Layers() []LayerInfo // bottom first; the writable upper, if any, last
+}
