@@ -11,22 +11,22 @@ import (
 
 // Sizes and limits of the format (spec §1.1).
 const (
-	SectorSize     = 512              // LSMT unit ("ALIGNMENT")
-	HeaderSize     = 4096             // header and trailer space
-	HeaderStructSz = 390              // value of Header.Size
-	RecordSize     = 16               // one index record
-	UserTagSize    = 256              // commit message bytes
-	UUIDSize       = 37               // 36 chars + NUL
-	InvalidOffset  = 1<<50 - 1        // offset of padding / invalid records
-	MaxOffset      = InvalidOffset    // largest logical sector
-	MaxLength      = 1<<14 - 1        // 16383 sectors per record
-	MaxMOffset     = 1<<55 - 1        // largest mapped sector
-	MaxLayers      = 255              // RO layers stacked together
-	MaxROIndexSize = 1_000_000        // trailer index_size limit, padding included
-	MaxIndexSize   = 128_000_000      // RW log and merged index limit
-	MaxIOSize      = 4 << 20          // overlaybd splits writes at this size
-	Version        = 1                // header version
-	SubVersion     = 1                // header sub_version
+	SectorSize     = 512           // LSMT unit ("ALIGNMENT")
+	HeaderSize     = 4096          // header and trailer space
+	HeaderStructSz = 390           // value of Header.Size
+	RecordSize     = 16            // one index record
+	UserTagSize    = 256           // commit message bytes
+	UUIDSize       = 37            // 36 chars + NUL
+	InvalidOffset  = 1<<50 - 1     // offset of padding / invalid records
+	MaxOffset      = InvalidOffset // largest logical sector
+	MaxLength      = 1<<14 - 1     // 16383 sectors per record
+	MaxMOffset     = 1<<55 - 1     // largest mapped sector
+	MaxLayers      = 255           // RO layers stacked together
+	MaxROIndexSize = 1_000_000     // trailer index_size limit, padding included
+	MaxIndexSize   = 128_000_000   // RW log and merged index limit
+	MaxIOSize      = 4 << 20       // overlaybd splits writes at this size
+	Version        = 1             // header version
+	SubVersion     = 1             // header sub_version
 	dataStart      = HeaderSize / SectorSize
 )
 
@@ -39,7 +39,7 @@ const (
 )
 
 // Magic0 is the first header word, "LSMT\0\1\2\0" read as little-endian.
-const Magic0 uint64 = 0x0002010054534D4C
+const Magic0 uint64 = 0x00020100544D534C
 
 // Magic1 is the second magic: a Photon UUID stored little-endian (spec §1.2).
 var Magic1 = [16]byte{0x65, 0x7E, 0x63, 0xD2, 0x94, 0x44, 0x08, 0x4C, 0xA2, 0xD2, 0xC8, 0xEC, 0x4F, 0xCF, 0xAE, 0x8A}

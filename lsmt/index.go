@@ -1,0 +1,328 @@
+package lsmt
+
+import (
+	"fmt"
+
+	"github.com/google/btree"
+)
+
+// Index is an immutable, sorted, non-overlapping set of records with a
+// read-optimised search structure. It is safe for concurrent use.
+type Index struct {
+	recs []Record
+	tree stree // over the record ends
+}
+
+// NewIndex validates recs (sorted by offset, non-overlapping, lengths within
+// MaxLength) and builds the search structure. Records of length 0 are
+// dropped. recs is retained; the caller must not change it afterwards.
+func NewIndex(recs []Record) (*Index, error) {
+	out := recs[:0]
+	var prevEnd uint64
+	for i, r := range recs {
+		if r.Length == 0 {
+			continue
+		}
+		if r.Length > MaxLength || r.Offset >= InvalidOffset || r.End() > InvalidOffset {
+			return nil, fmt.Errorf("%w: record %d %v out of range", ErrFormat, i, r)
+		}
+		if len(out) > 0 && r.Offset < prevEnd {
+			return nil, fmt.Errorf("%w: record %d %v overlaps or precedes the previous one (ends at %d)", ErrFormat, i, r, prevEnd)
+		}
+		prevEnd = r.End()
+		out = append(out, r)
+	}
+	return newIndexSorted(out), nil
+}
+
+// newIndexSorted builds an Index from records known to be valid.
+func newIndexSorted(recs []Record) *Index {
+	ix := &Index{recs: recs}
+	ends := make([]uint64, len(recs))
+	for i, r := range recs {
+		ends[i] = r.End()
+	}
+	ix.tree.build(ends)
+	return ix
+}
+
+// Len is the number of records.
+func (ix *Index) Len() int { return len(ix.recs) }
+
+// Records returns the records in order. The slice must not be modified.
+func (ix *Index) Records() []Record { return ix.recs }
+
+// Find returns the position of the first record that ends after sector s,
+// i.e. the record containing s or else the next one; Len() if none.
+func (ix *Index) Find(s uint64) int { return ix.tree.lowerBound(s + 1) }
+
+// Lookup appends to dst the records intersecting the sector range
+// [offset, offset+length), trimmed to it, and returns the extended slice.
+func (ix *Index) Lookup(dst []Record, offset, length uint64) []Record {
+	end := offset + length
+	for i := ix.Find(offset); i < len(ix.recs) && ix.recs[i].Offset < end; i++ {
+		dst = append(dst, ix.recs[i].trim(offset, end))
+	}
+	return dst
+}
+
+// BlockCount is the number of sectors holding data (zeroed records excluded).
+func (ix *Index) BlockCount() uint64 {
+	var n uint64
+	for _, r := range ix.recs {
+		if !r.Zeroed {
+			n += r.Length
+		}
+	}
+	return n
+}
+
+// Merge builds the merged view of read-only layer indexes (spec §1.9).
+// layers is ordered bottom first, like NewStack's lowers. The upper layer
+// always wins, its zeroed records included; gaps are filled from below.
+// Each merged record's Tag is its layer's position counted from the top
+// (0 = top-most), as in overlaybd.
+func Merge(layers []*Index) (*Index, error) {
+	if len(layers) > MaxLayers {
+		return nil, fmt.Errorf("%w: %d layers, at most %d", ErrTooManyLayers, len(layers), MaxLayers)
+	}
+	var cur []Record
+	for k := len(layers) - 1; k >= 0; k-- {
+		tag := uint8(len(layers) - 1 - k)
+		low := layers[k].recs
+		if len(cur) == 0 {
+			cur = make([]Record, len(low))
+			for i, r := range low {
+				r.Tag = tag
+				cur[i] = r
+			}
+			continue
+		}
+		cur = fillGaps(cur, low, tag)
+		if len(cur) > MaxIndexSize {
+			return nil, fmt.Errorf("%w: merged index has %d records, at most %d", ErrIndexTooLarge, len(cur), MaxIndexSize)
+		}
+	}
+	return newIndexSorted(cur), nil
+}
+
+// fillGaps returns cur plus the parts of low (tagged tag) not covered by cur,
+// in order. Both inputs are sorted and non-overlapping.
+func fillGaps(cur, low []Record, tag uint8) []Record {
+	out := make([]Record, 0, len(cur)+len(low))
+	i := 0
+	for _, r := range low {
+		r.Tag = tag
+		s, e := r.Offset, r.End()
+		for s < e {
+			for i < len(cur) && cur[i].End() <= s {
+				out = append(out, cur[i])
+				i++
+			}
+			if i < len(cur) && cur[i].Offset <= s {
+				s = cur[i].End() // covered by the upper layer
+				continue
+			}
+			ge := e
+			if i < len(cur) && cur[i].Offset < ge {
+				ge = cur[i].Offset
+			}
+			out = append(out, r.trim(s, ge))
+			s = ge
+		}
+	}
+	return append(out, cur[i:]...)
+}
+
+// Compress folds adjacent records in place like overlaybd's
+// compress_raw_index (spec §1.6.1 step 4) and returns the shortened slice:
+// a record joins the previous one when it continues it both virtually and in
+// the mapped file, with the same zeroed flag and tag, and the sum of lengths
+// stays below MaxLength.
+func Compress(recs []Record) []Record {
+	if len(recs) == 0 {
+		return recs
+	}
+	j := 0
+	for _, r := range recs[1:] {
+		p := &recs[j]
+		if p.End() == r.Offset && p.MEnd() == r.MOffset && p.Zeroed == r.Zeroed && p.Tag == r.Tag && p.Length+r.Length < MaxLength {
+			p.Length += r.Length
+			continue
+		}
+		j++
+		recs[j] = r
+	}
+	return recs[:j+1]
+}
+
+// MemIndex is the ordered, mutable index of a writable layer: records are
+// inserted in log order and the last writer wins (spec §1.6.3). It is not
+// safe for concurrent use; RWFile guards it.
+type MemIndex struct {
+	t *btree.BTreeG[Record]
+}
+
+func recordLess(a, b Record) bool { return a.Offset < b.Offset }
+
+// NewMemIndex returns an empty MemIndex.
+func NewMemIndex() *MemIndex {
+	return &MemIndex{t: btree.NewG(32, recordLess)}
+}
+
+// Len is the number of records.
+func (m *MemIndex) Len() int { return m.t.Len() }
+
+// Insert adds r, trimming or splitting the records it overlaps. Records of
+// length 0 are ignored.
+func (m *MemIndex) Insert(r Record) {
+	if r.Length == 0 {
+		return
+	}
+	b, e := r.Offset, r.End()
+	var hit [2]Record
+	over := hit[:0]
+	// The record starting at or before b may reach into [b, e).
+	m.t.DescendLessOrEqual(Record{Offset: b}, func(x Record) bool {
+		if x.End() > b {
+			over = append(over, x)
+		}
+		return false
+	})
+	m.t.AscendRange(Record{Offset: b + 1}, Record{Offset: e}, func(x Record) bool {
+		over = append(over, x)
+		return true
+	})
+	for _, x := range over {
+		m.t.Delete(x)
+		if x.Offset < b {
+			m.t.ReplaceOrInsert(x.trim(x.Offset, b))
+		}
+		if x.End() > e {
+			m.t.ReplaceOrInsert(x.trim(e, x.End()))
+		}
+	}
+	m.t.ReplaceOrInsert(r)
+}
+
+// Lookup appends the records intersecting [offset, offset+length), trimmed.
+func (m *MemIndex) Lookup(dst []Record, offset, length uint64) []Record {
+	end := offset + length
+	m.t.DescendLessOrEqual(Record{Offset: offset}, func(x Record) bool {
+		if x.End() > offset {
+			dst = append(dst, x.trim(offset, end))
+		}
+		return false
+	})
+	if offset+1 < end {
+		m.t.AscendRange(Record{Offset: offset + 1}, Record{Offset: end}, func(x Record) bool {
+			dst = append(dst, x.trim(offset, end))
+			return true
+		})
+	}
+	return dst
+}
+
+// Records returns all records in order (a copy).
+func (m *MemIndex) Records() []Record {
+	out := make([]Record, 0, m.t.Len())
+	m.t.Ascend(func(x Record) bool {
+		out = append(out, x)
+		return true
+	})
+	return out
+}
+
+// BlockCount is the number of sectors holding data.
+func (m *MemIndex) BlockCount() uint64 {
+	var n uint64
+	m.t.Ascend(func(x Record) bool {
+		if !x.Zeroed {
+			n += x.Length
+		}
+		return true
+	})
+	return n
+}
+
+// stree is a static search tree over sorted keys ("S-tree"): nodes of
+// streeB keys, each internal key the largest key of its child, stored level
+// by level in one slice so a search touches one 128-byte node per level.
+// Counting keys below x in a node is branch-free, which beats binary search
+// on random lookups (overlaybd's lower_bound costs ~178 ns at 1M records).
+type stree struct {
+	keys  []uint64
+	level []int // start of each level in keys, leaves first
+	n     int
+}
+
+const (
+	streeB   = 16
+	streePad = 1 << 62 // above any sector; keeps k-x within int64 range
+)
+
+func (t *stree) build(ends []uint64) {
+	t.n = len(ends)
+	t.keys, t.level = nil, nil
+	if t.n == 0 {
+		return
+	}
+	total := 0
+	for m := t.n; ; {
+		m = (m + streeB - 1) / streeB * streeB
+		total += m
+		if m == streeB {
+			break
+		}
+		m /= streeB
+	}
+	keys := make([]uint64, 0, total)
+	cur := ends
+	for {
+		start := len(keys)
+		t.level = append(t.level, start)
+		keys = append(keys, cur...)
+		for len(keys)%streeB != 0 {
+			keys = append(keys, streePad)
+		}
+		lvl := keys[start:]
+		if len(lvl) == streeB {
+			break
+		}
+		next := make([]uint64, 0, len(lvl)/streeB)
+		for i := streeB - 1; i < len(lvl); i += streeB {
+			next = append(next, lvl[i])
+		}
+		cur = next
+	}
+	t.keys = keys
+}
+
+// lowerBound returns the number of keys < x (x < streePad).
+func (t *stree) lowerBound(x uint64) int {
+	if t.n == 0 || x >= streePad {
+		return t.n
+	}
+	node := 0
+	for l := len(t.level) - 1; ; l-- {
+		base := t.level[l] + node*streeB
+		j := count16((*[streeB]uint64)(t.keys[base:base+streeB]), x)
+		if l == 0 {
+			return min(node*streeB+j, t.n)
+		}
+		if j == streeB {
+			return t.n
+		}
+		node = node*streeB + j
+	}
+}
+
+// count16 counts keys below x without branches: k-x has its top bit set
+// exactly when k < x, since both are below 2^62.
+func count16(k *[streeB]uint64, x uint64) int {
+	c := (k[0]-x)>>63 + (k[1]-x)>>63 + (k[2]-x)>>63 + (k[3]-x)>>63 +
+		(k[4]-x)>>63 + (k[5]-x)>>63 + (k[6]-x)>>63 + (k[7]-x)>>63 +
+		(k[8]-x)>>63 + (k[9]-x)>>63 + (k[10]-x)>>63 + (k[11]-x)>>63 +
+		(k[12]-x)>>63 + (k[13]-x)>>63 + (k[14]-x)>>63 + (k[15]-x)>>63
+	return int(c)
+}
