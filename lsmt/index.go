@@ -98,7 +98,12 @@ func Merge(layers []*Index) (*Index, error) {
 			}
 			continue
 		}
-		cur = fillGaps(cur, low, tag)
+		tagged := make([]Record, len(low))
+		for i, r := range low {
+			r.Tag = tag
+			tagged[i] = r
+		}
+		cur = fillGaps(cur, tagged)
 		if len(cur) > MaxIndexSize {
 			return nil, fmt.Errorf("%w: merged index has %d records, at most %d", ErrIndexTooLarge, len(cur), MaxIndexSize)
 		}
@@ -106,13 +111,12 @@ func Merge(layers []*Index) (*Index, error) {
 	return newIndexSorted(cur), nil
 }
 
-// fillGaps returns cur plus the parts of low (tagged tag) not covered by cur,
-// in order. Both inputs are sorted and non-overlapping.
-func fillGaps(cur, low []Record, tag uint8) []Record {
+// fillGaps returns cur plus the parts of low not covered by cur, in order.
+// Both inputs are sorted and non-overlapping.
+func fillGaps(cur, low []Record) []Record {
 	out := make([]Record, 0, len(cur)+len(low))
 	i := 0
 	for _, r := range low {
-		r.Tag = tag
 		s, e := r.Offset, r.End()
 		for s < e {
 			for i < len(cur) && cur[i].End() <= s {

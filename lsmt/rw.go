@@ -1,0 +1,473 @@
+package lsmt
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// CreateOptions configures a new writable layer.
+type CreateOptions struct {
+	VirtualSize int64  // bytes; 0 = inherit from the lowers when stacked
+	UUID        string // "" = random v4
+	ParentUUID  string // "" = null
+	Sparse      bool   // sparse layer (spec §1.6.4): not supported yet
+}
+
+// RWFile is overlaybd's append-only writable layer (spec §1.6.3): a data
+// file (header, then every write's payload appended) and an index file
+// (header, then a log of one record per write or discard).
+//
+// WriteAt and Discard are serialized; ReadAt may run concurrently with them
+// and with each other.
+type RWFile struct {
+	dataPath, indexPath string
+	data, index         *os.File
+
+	mu       sync.Mutex // append position; held by WriteAt, Discard, Sync
+	dataEnd  int64      // bytes; next data append position
+	indexEnd int64      // bytes; next record position
+
+	imu    sync.RWMutex // idx and closed
+	idx    *MemIndex
+	closed bool
+
+	hdr   Header       // index file header (authoritative vsize/uuid)
+	vsize atomic.Int64 // bytes
+
+	reads, bytes atomic.Int64
+}
+
+// Create makes a new writable layer: both files are created exclusively
+// with mode 0644 and get their headers.
+func Create(dataPath, indexPath string, o CreateOptions) (*RWFile, error) {
+	if o.Sparse {
+		return nil, fmt.Errorf("lsmt %s: sparse writable layers are not supported", dataPath)
+	}
+	if o.VirtualSize < 0 || o.VirtualSize%SectorSize != 0 {
+		return nil, fmt.Errorf("lsmt %s: virtual size %d: %w", dataPath, o.VirtualSize, ErrAlignment)
+	}
+	u := o.UUID
+	if u == "" {
+		u = NewUUID()
+	}
+	dh := newHeader(FlagHeader | FlagData)
+	dh.VirtualSize = uint64(o.VirtualSize)
+	if err := dh.SetUUID(u); err != nil {
+		return nil, err
+	}
+	if err := dh.SetParentUUID(o.ParentUUID); err != nil {
+		return nil, err
+	}
+	ih := dh
+	ih.Flags = FlagHeader
+	ih.IndexOffset = HeaderSize
+	df, err := createWith(dataPath, &dh)
+	if err != nil {
+		return nil, err
+	}
+	xf, err := createWith(indexPath, &ih)
+	if err != nil {
+		df.Close()
+		os.Remove(dataPath)
+		return nil, err
+	}
+	f := &RWFile{dataPath: dataPath, indexPath: indexPath, data: df, index: xf,
+		dataEnd: HeaderSize, indexEnd: HeaderSize, idx: NewMemIndex(), hdr: ih}
+	f.vsize.Store(o.VirtualSize)
+	return f, nil
+}
+
+func createWith(path string, h *Header) (*os.File, error) {
+	b, err := h.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.WriteAt(b, 0); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("lsmt %s: writing header: %w", path, err)
+	}
+	return f, nil
+}
+
+// OpenRW opens a writable layer and replays its index log (last writer
+// wins). A crash can leave a torn tail: a partial trailing record is
+// ignored, and trailing records whose data lies past the data file's end
+// (logged, but the data never reached the disk) are dropped with a warning;
+// both are cut off the index file so later appends don't revive them. A bad
+// record followed by good ones is an error.
+func OpenRW(dataPath, indexPath string) (*RWFile, error) {
+	df, err := os.OpenFile(dataPath, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	xf, err := os.OpenFile(indexPath, os.O_RDWR, 0)
+	if err != nil {
+		df.Close()
+		return nil, err
+	}
+	f, err := openRW(df, xf, dataPath, indexPath)
+	if err != nil {
+		df.Close()
+		xf.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func openRW(df, xf *os.File, dataPath, indexPath string) (*RWFile, error) {
+	dh, dsize, err := readFileHeader(df, dataPath)
+	if err != nil {
+		return nil, err
+	}
+	if !dh.IsHeader() || !dh.IsData() {
+		return nil, formatErr(dataPath, 0, "header.flags", "flags %#x: want header and data-file bits", dh.Flags)
+	}
+	if dh.IsSparse() {
+		return nil, fmt.Errorf("lsmt %s: sparse writable layers are not supported", dataPath)
+	}
+	ih, isize, err := readFileHeader(xf, indexPath)
+	if err != nil {
+		return nil, err
+	}
+	if !ih.IsHeader() || ih.IsData() || ih.IsSealed() {
+		return nil, formatErr(indexPath, 0, "header.flags", "flags %#x: want an unsealed index-file header", ih.Flags)
+	}
+	if ih.IndexOffset != HeaderSize {
+		return nil, formatErr(indexPath, 0, "header.index_offset", "%d, want %d", ih.IndexOffset, HeaderSize)
+	}
+	count := (isize - HeaderSize) / RecordSize
+	if count > MaxIndexSize {
+		e := formatErr(indexPath, 0, "size", "%d records, at most %d", count, MaxIndexSize)
+		e.Err = ErrIndexTooLarge
+		return nil, e
+	}
+	hi := uint64(dsize) / SectorSize
+	idx := NewMemIndex()
+	const chunk = 4096 // records per read
+	buf := make([]byte, min(count, chunk)*RecordSize)
+	good := int64(0) // records up to the last good one
+	var firstBad int64 = -1
+	var badRec Record
+	for i := int64(0); i < count; i += chunk {
+		n := min(count-i, chunk)
+		b := buf[:n*RecordSize]
+		if err := readFull(xf, b, HeaderSize+i*RecordSize); err != nil {
+			return nil, fmt.Errorf("lsmt %s: reading index log: %w", indexPath, err)
+		}
+		for j := int64(0); j < n; j++ {
+			r := DecodeRecord(b[j*RecordSize:])
+			if r.Invalid() {
+				continue // group-commit padding
+			}
+			r.Tag = 0
+			if firstBad >= 0 {
+				if pastEnd(r, hi) {
+					continue
+				}
+				return nil, formatErr(indexPath, HeaderSize+firstBad*RecordSize, fmt.Sprintf("index[%d]", firstBad),
+					"record %v points past the data file end (%d sectors) but later records are valid", badRec, hi)
+			}
+			if !r.verifyMOffset(dataStart, hi) {
+				if r.MOffset >= dataStart && pastEnd(r, hi) {
+					firstBad, badRec = i+j, r
+					continue
+				}
+				return nil, formatErr(indexPath, HeaderSize+(i+j)*RecordSize, fmt.Sprintf("index[%d]", i+j),
+					"record %v maps outside the data area [%d, %d] sectors of %s", r, dataStart, hi, dataPath)
+			}
+			if r.End() > InvalidOffset {
+				return nil, formatErr(indexPath, HeaderSize+(i+j)*RecordSize, fmt.Sprintf("index[%d]", i+j), "record %v reaches past the address space", r)
+			}
+			idx.Insert(r)
+			good = i + j + 1
+		}
+	}
+	if firstBad >= 0 {
+		slog.Warn("lsmt: dropping index records past the data end (unsynced writes before a crash)",
+			"index", indexPath, "first", firstBad, "records", count-firstBad, "data_sectors", hi)
+		good = firstBad
+	} else {
+		good = count // keep trailing padding records
+	}
+	indexEnd := HeaderSize + good*RecordSize
+	if indexEnd != isize {
+		if err := xf.Truncate(indexEnd); err != nil {
+			return nil, fmt.Errorf("lsmt %s: cutting torn tail: %w", indexPath, err)
+		}
+	}
+	dataEnd := (dsize + SectorSize - 1) / SectorSize * SectorSize
+	if dataEnd != dsize {
+		if err := df.Truncate(dataEnd); err != nil {
+			return nil, fmt.Errorf("lsmt %s: aligning data end: %w", dataPath, err)
+		}
+	}
+	f := &RWFile{dataPath: dataPath, indexPath: indexPath, data: df, index: xf,
+		dataEnd: dataEnd, indexEnd: indexEnd, idx: idx, hdr: ih}
+	f.vsize.Store(int64(ih.VirtualSize))
+	return f, nil
+}
+
+// pastEnd reports whether r lies (partly) beyond hi sectors of data.
+func pastEnd(r Record, hi uint64) bool {
+	if r.Zeroed {
+		return r.MOffset > hi
+	}
+	return r.MOffset+r.Length > hi
+}
+
+func readFileHeader(f *os.File, name string) (Header, int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return Header{}, 0, err
+	}
+	if st.Size() < HeaderSize {
+		return Header{}, 0, formatErr(name, 0, "size", "file is %d bytes, shorter than its header", st.Size())
+	}
+	var b [HeaderSize]byte
+	if err := readFull(f, b[:], 0); err != nil {
+		return Header{}, 0, fmt.Errorf("lsmt %s: reading header: %w", name, err)
+	}
+	h, _ := ParseHeader(b[:])
+	if !h.MagicOK() {
+		return h, 0, formatErr(name, 0, "header.magic", "bad magic % x", b[:24])
+	}
+	return h, st.Size(), nil
+}
+
+// DataPath and IndexPath name the two files.
+func (f *RWFile) DataPath() string  { return f.dataPath }
+func (f *RWFile) IndexPath() string { return f.indexPath }
+
+// Header returns the index file's header.
+func (f *RWFile) Header() Header {
+	f.imu.RLock()
+	defer f.imu.RUnlock()
+	return f.hdr
+}
+
+// VirtualSize is the persisted virtual size (0 = inherit).
+func (f *RWFile) VirtualSize() int64 { return f.vsize.Load() }
+
+// Size is VirtualSize.
+func (f *RWFile) Size() int64 { return f.VirtualSize() }
+
+// UUID and ParentUUID come from the index file's header.
+func (f *RWFile) UUID() string       { h := f.Header(); return h.UUIDString() }
+func (f *RWFile) ParentUUID() string { h := f.Header(); return h.ParentUUIDString() }
+
+// SetVirtualSize rewrites the virtual size in both headers (overlaybd
+// update_vsize), e.g. when a layer created with size 0 is stacked.
+func (f *RWFile) SetVirtualSize(vs int64) error {
+	if vs < 0 || vs%SectorSize != 0 {
+		return fmt.Errorf("lsmt %s: virtual size %d: %w", f.dataPath, vs, ErrAlignment)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, x := range []struct {
+		f    *os.File
+		name string
+	}{{f.data, f.dataPath}, {f.index, f.indexPath}} {
+		h, _, err := readFileHeader(x.f, x.name)
+		if err != nil {
+			return err
+		}
+		h.VirtualSize = uint64(vs)
+		b, _ := h.MarshalBinary()
+		if _, err := x.f.WriteAt(b, 0); err != nil {
+			return fmt.Errorf("lsmt %s: rewriting header: %w", x.name, err)
+		}
+	}
+	f.imu.Lock()
+	f.hdr.VirtualSize = uint64(vs)
+	f.imu.Unlock()
+	f.vsize.Store(vs)
+	return nil
+}
+
+func checkAligned(off, n int64) error {
+	if off < 0 || off%SectorSize != 0 || n%SectorSize != 0 {
+		return fmt.Errorf("%w: offset %d, length %d", ErrAlignment, off, n)
+	}
+	if uint64(off+n)/SectorSize > MaxOffset {
+		return fmt.Errorf("%w: [%d, +%d)", ErrOutOfRange, off, n)
+	}
+	return nil
+}
+
+// WriteAt appends p as the data of virtual bytes [off, off+len(p)); both
+// must be 512-aligned. Like overlaybd, writes are split at MaxIOSize, each
+// piece one record.
+func (f *RWFile) WriteAt(p []byte, off int64) (int, error) {
+	if err := checkAligned(off, int64(len(p))); err != nil {
+		return 0, fmt.Errorf("lsmt %s: write: %w", f.dataPath, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for len(p) > 0 {
+		c := min(len(p), MaxIOSize)
+		if err := f.appendLocked(p[:c], off); err != nil {
+			return n, err
+		}
+		n += c
+		p, off = p[c:], off+int64(c)
+	}
+	return n, nil
+}
+
+func (f *RWFile) appendLocked(p []byte, off int64) error {
+	if f.isClosed() {
+		return ErrClosed
+	}
+	if _, err := f.data.WriteAt(p, f.dataEnd); err != nil {
+		return fmt.Errorf("lsmt %s: appending data: %w", f.dataPath, err)
+	}
+	r := Record{Offset: uint64(off) / SectorSize, Length: uint64(len(p)) / SectorSize, MOffset: uint64(f.dataEnd) / SectorSize}
+	f.dataEnd += int64(len(p))
+	return f.logLocked(r)
+}
+
+// logLocked appends r to the index log, then makes it visible to readers.
+func (f *RWFile) logLocked(r Record) error {
+	var b [RecordSize]byte
+	r.Encode(b[:])
+	if _, err := f.index.WriteAt(b[:], f.indexEnd); err != nil {
+		f.index.Truncate(f.indexEnd) // don't leave a partial record
+		return fmt.Errorf("lsmt %s: appending record: %w", f.indexPath, err)
+	}
+	f.indexEnd += RecordSize
+	f.imu.Lock()
+	f.idx.Insert(r)
+	f.imu.Unlock()
+	return nil
+}
+
+// Discard makes [off, off+length) read as zeros (and hide lower layers):
+// zeroed records of at most MaxLength sectors, moffset = data end.
+func (f *RWFile) Discard(off, length int64) error {
+	if err := checkAligned(off, length); err != nil {
+		return fmt.Errorf("lsmt %s: discard: %w", f.dataPath, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for length > 0 {
+		if f.isClosed() {
+			return ErrClosed
+		}
+		c := min(length, MaxLength*SectorSize)
+		r := Record{Offset: uint64(off) / SectorSize, Length: uint64(c) / SectorSize, MOffset: uint64(f.dataEnd) / SectorSize, Zeroed: true}
+		if err := f.logLocked(r); err != nil {
+			return err
+		}
+		off, length = off+c, length-c
+	}
+	return nil
+}
+
+// Sync makes every acknowledged write and discard durable: the data file is
+// synced before the index, so a synced record never points at lost data.
+func (f *RWFile) Sync() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.isClosed() {
+		return ErrClosed
+	}
+	if err := f.data.Sync(); err != nil {
+		return fmt.Errorf("lsmt %s: sync: %w", f.dataPath, err)
+	}
+	if err := f.index.Sync(); err != nil {
+		return fmt.Errorf("lsmt %s: sync: %w", f.indexPath, err)
+	}
+	return nil
+}
+
+// Close closes both files (without syncing; call Sync first for durability).
+func (f *RWFile) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.imu.Lock()
+	if f.closed {
+		f.imu.Unlock()
+		return nil
+	}
+	f.closed = true
+	f.imu.Unlock()
+	return errors.Join(f.data.Close(), f.index.Close())
+}
+
+func (f *RWFile) isClosed() bool {
+	f.imu.RLock()
+	defer f.imu.RUnlock()
+	return f.closed
+}
+
+// Lookup appends the layer's records intersecting the sector range, trimmed.
+func (f *RWFile) Lookup(dst []Record, sector, n uint64) ([]Record, error) {
+	return f.lookup(dst, sector, n)
+}
+
+func (f *RWFile) lookup(dst []Record, sector, n uint64) ([]Record, error) {
+	f.imu.RLock()
+	defer f.imu.RUnlock()
+	if f.closed {
+		return dst, ErrClosed
+	}
+	return f.idx.Lookup(dst, sector, n), nil
+}
+
+// Index returns the current records in order (a snapshot).
+func (f *RWFile) Index() []Record {
+	f.imu.RLock()
+	defer f.imu.RUnlock()
+	return f.idx.Records()
+}
+
+func (f *RWFile) readData(p []byte, moffset uint64) error {
+	f.reads.Add(1)
+	f.bytes.Add(int64(len(p)))
+	if err := readFull(f.data, p, int64(moffset*SectorSize)); err != nil {
+		return fmt.Errorf("lsmt %s: reading %d bytes at %d: %w", f.dataPath, len(p), moffset*SectorSize, err)
+	}
+	return nil
+}
+
+// ReadAt reads the layer alone as a disk: unwritten sectors read as zeros.
+// Any offset/length; reads past VirtualSize are short with io.EOF.
+func (f *RWFile) ReadAt(p []byte, off int64) (int, error) {
+	return readAny(f, p, off, f.VirtualSize())
+}
+
+func (f *RWFile) readSectors(p []byte, sector uint64) error {
+	bp := segPool.Get().(*[]Record)
+	defer segPool.Put(bp)
+	segs, err := f.lookup((*bp)[:0], sector, uint64(len(p)/SectorSize))
+	*bp = segs[:0]
+	if err != nil {
+		return err
+	}
+	pos := sector
+	for _, r := range segs {
+		clear(p[(pos-sector)*SectorSize : (r.Offset-sector)*SectorSize])
+		q := p[(r.Offset-sector)*SectorSize : (r.End()-sector)*SectorSize]
+		if r.Zeroed {
+			clear(q)
+		} else if err := f.readData(q, r.MOffset); err != nil {
+			return err
+		}
+		pos = r.End()
+	}
+	clear(p[(pos-sector)*SectorSize:])
+	return nil
+}
+
+var _ io.ReaderAt = (*RWFile)(nil)
