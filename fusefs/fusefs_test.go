@@ -1,0 +1,467 @@
+package fusefs_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/fusefs"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts FUSE")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse")
+	}
+}
+
+func randBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		v := r.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return b
+}
+
+// locked serialises a disk.Mem: the race detector cannot see the ordering
+// the kernel gives between a FUSE write and a later read of the disk in the
+// test, and Mem itself has no lock.
+type locked struct {
+	mu sync.RWMutex
+	*disk.Mem
+}
+
+func newMem(b []byte, ro bool) *locked { return &locked{Mem: disk.NewMem(b, ro)} }
+
+func (l *locked) ReadAt(p []byte, off int64) (int, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.Mem.ReadAt(p, off)
+}
+
+func (l *locked) WriteAt(p []byte, off int64) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Mem.WriteAt(p, off)
+}
+
+func (l *locked) Discard(off, n int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Mem.Discard(off, n)
+}
+
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type mnt struct {
+	dir  string
+	root *fusefs.Root
+	srv  *fuse.Server
+	log  *logBuf
+}
+
+// mount serves disks in a fresh directory and unmounts in Cleanup (lazily
+// if something still holds a file).
+func mount(t *testing.T, disks map[string]disk.Disk) *mnt {
+	t.Helper()
+	needRoot(t)
+	m := &mnt{dir: t.TempDir(), log: &logBuf{}}
+	m.root = fusefs.NewRoot(slog.New(slog.NewTextHandler(m.log, nil)))
+	for name, d := range disks {
+		if _, err := m.root.Add(name, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := fusefs.Mount(m.dir, m.root, fusefs.MountOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.srv = srv
+	t.Cleanup(func() { m.unmount(t) })
+	return m
+}
+
+func (m *mnt) unmount(t *testing.T) {
+	if m.srv == nil {
+		return
+	}
+	if err := m.srv.Unmount(); err != nil {
+		t.Logf("unmount %s: %v; detaching lazily", m.dir, err)
+		unix.Unmount(m.dir, unix.MNT_DETACH)
+	}
+	m.srv.Wait()
+	m.srv = nil
+	if err := m.root.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+}
+
+func TestReadWholeFile(t *testing.T) {
+	content := randBytes(1, 8<<20+1234) // not a multiple of the page size
+	m := mount(t, map[string]disk.Disk{"ro": newMem(content, true), "rw": newMem(content, false)})
+	for _, tc := range []struct {
+		name string
+		mode os.FileMode
+	}{{"ro", 0o444}, {"rw", 0o644}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(m.dir, tc.name)
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Size() != int64(len(content)) || fi.Mode() != tc.mode {
+				t.Errorf("stat: size %d mode %v, want %d %v", fi.Size(), fi.Mode(), len(content), tc.mode)
+			}
+			got, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, content) {
+				t.Errorf("content differs")
+			}
+			// O_DIRECT reads bypass the page cache and reach Read with
+			// aligned offsets, several in flight.
+			f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_DIRECT, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			buf := alignedBuf(1 << 20)
+			n, err := f.ReadAt(buf, 4<<20)
+			if err != nil || n != len(buf) || !bytes.Equal(buf, content[4<<20:5<<20]) {
+				t.Errorf("O_DIRECT read: n=%d err=%v equal=%v", n, err, bytes.Equal(buf[:n], content[4<<20:4<<20+n]))
+			}
+		})
+	}
+	names, err := os.ReadDir(m.dir)
+	if err != nil || len(names) != 2 {
+		t.Errorf("readdir: %v %v", names, err)
+	}
+}
+
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+4096)
+	off := 4096 - int(uintptrOf(b)%4096)
+	return b[off%4096:][:n]
+}
+
+func TestReadOnlyRefusesWrites(t *testing.T) {
+	m := mount(t, map[string]disk.Disk{"ro": newMem(make([]byte, 1<<20), true)})
+	p := filepath.Join(m.dir, "ro")
+	if _, err := os.OpenFile(p, os.O_RDWR, 0); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("open O_RDWR: %v, want EROFS", err)
+	}
+	if err := os.Truncate(p, 0); err == nil {
+		t.Errorf("truncate succeeded")
+	}
+	if _, err := os.OpenFile(p, os.O_RDONLY|os.O_TRUNC, 0); err == nil {
+		t.Errorf("open O_TRUNC succeeded")
+	}
+}
+
+func TestWritable(t *testing.T) {
+	const size = 4 << 20
+	d := newMem(randBytes(2, size), false)
+	m := mount(t, map[string]disk.Disk{"rw": d})
+	p := filepath.Join(m.dir, "rw")
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want := make([]byte, size)
+	d.ReadAt(want, 0)
+
+	data := randBytes(3, 300000)
+	if _, err := f.WriteAt(data, 12345); err != nil {
+		t.Fatal(err)
+	}
+	copy(want[12345:], data)
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 1<<20, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	clear(want[1<<20 : 1<<20+64<<10])
+
+	// The page cache must not keep the punched range.
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("file differs from expected after write+punch")
+	}
+	mem := make([]byte, size)
+	d.ReadAt(mem, 0)
+	if !bytes.Equal(mem, want) {
+		t.Errorf("disk differs from expected after fsync")
+	}
+
+	// The size is fixed.
+	if _, err := f.WriteAt([]byte("x"), size); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("write at end: %v, want ENOSPC", err)
+	}
+	if err := f.Truncate(size / 2); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("truncate: %v, want EPERM", err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Errorf("truncate to same size: %v", err)
+	}
+	st := m.root.File("rw").Stats()
+	if st.Fsyncs < 2 || st.Discards != 1 || st.WriteBytes < int64(len(data)) || st.OpenFiles < 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestParallelReadsAndWrites(t *testing.T) {
+	const size = 16 << 20
+	m := mount(t, map[string]disk.Disk{"rw": newMem(make([]byte, size), false)})
+	p := filepath.Join(m.dir, "rw")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	// Each worker owns a 2 MiB region: write it, read it back, concurrently.
+	for w := range 8 {
+		wg.Go(func() {
+			f, err := os.OpenFile(p, os.O_RDWR|syscall.O_DIRECT, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer f.Close()
+			buf := alignedBuf(256 << 10)
+			copy(buf, randBytes(uint64(w)+10, len(buf)))
+			back := alignedBuf(len(buf))
+			for i := range 8 {
+				off := int64(w)*2<<20 + int64(i)*int64(len(buf))
+				if _, err := f.WriteAt(buf, off); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := f.ReadAt(back, off); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(buf, back) {
+					errs <- fmt.Errorf("worker %d: readback differs at %d", w, off)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// faulty fails reads that touch [badOff, badOff+badLen), as a corrupted block would.
+type faulty struct {
+	*locked
+	badOff, badLen int64
+}
+
+func (f *faulty) ReadAt(p []byte, off int64) (int, error) {
+	if off < f.badOff+f.badLen && off+int64(len(p)) > f.badOff {
+		return 0, fmt.Errorf("layer l2.lsmt: block at offset %d: checksum mismatch", f.badOff)
+	}
+	return f.locked.ReadAt(p, off)
+}
+
+func TestCorruptRangeIsEIO(t *testing.T) {
+	content := randBytes(4, 4<<20)
+	m := mount(t, map[string]disk.Disk{"bad": &faulty{locked: newMem(content, true), badOff: 2 << 20, badLen: 4096}})
+	f, err := os.OpenFile(filepath.Join(m.dir, "bad"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := alignedBuf(64 << 10)
+	if _, err := f.ReadAt(buf, 2<<20); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of bad range: %v, want EIO", err)
+	}
+	if n, err := f.ReadAt(buf, 1<<20); err != nil || !bytes.Equal(buf[:n], content[1<<20:1<<20+n]) {
+		t.Errorf("read of good range: n=%d err=%v", n, err)
+	}
+	if l := m.log.String(); !strings.Contains(l, "l2.lsmt") || !strings.Contains(l, "stack=bad") || !strings.Contains(l, "off=2097152") {
+		t.Errorf("log does not name stack, layer and offset: %q", l)
+	}
+}
+
+func TestAddRemoveAtRuntime(t *testing.T) {
+	m := mount(t, nil)
+	p := filepath.Join(m.dir, "late")
+	if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat before add: %v", err)
+	}
+	content := randBytes(5, 1<<20)
+	if _, err := m.root.Add("late", newMem(content, true)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.root.Add("late", newMem(content, true)); !errors.Is(err, fusefs.ErrExists) {
+		t.Errorf("second add: %v, want ErrExists", err)
+	}
+	for _, bad := range []string{"", "a/b", "..", "."} {
+		if _, err := m.root.Add(bad, newMem(nil, true)); !errors.Is(err, fusefs.ErrName) {
+			t.Errorf("add %q: %v, want ErrName", bad, err)
+		}
+	}
+	got, err := os.ReadFile(p)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("read after add: %v", err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.root.Remove("late", false); !errors.Is(err, fusefs.ErrBusy) {
+		t.Errorf("remove while open: %v, want ErrBusy", err)
+	}
+	if err := m.root.Remove("late", true); err != nil {
+		t.Errorf("forced remove: %v", err)
+	}
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, 512<<10); !errors.Is(err, syscall.EIO) && err != nil {
+		t.Errorf("read after forced remove: %v, want EIO or cached data", err)
+	}
+	f.Close()
+	if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stat after remove: %v", err)
+	}
+	if err := m.root.Remove("late", false); !errors.Is(err, fusefs.ErrNotFound) {
+		t.Errorf("remove twice: %v, want ErrNotFound", err)
+	}
+	// Remove then add under the same name serves the new content.
+	content2 := randBytes(6, 1<<20)
+	if _, err := m.root.Add("late", newMem(content2, true)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, content2) {
+		t.Errorf("read after re-add: %v equal=%v", err, bytes.Equal(got, content2))
+	}
+}
+
+// closeCounter records Flush and Close, to check shutdown order.
+type closeCounter struct {
+	*locked
+	mu     sync.Mutex
+	events []string
+}
+
+func (c *closeCounter) Flush() error {
+	c.mu.Lock()
+	c.events = append(c.events, "flush")
+	c.mu.Unlock()
+	return nil
+}
+func (c *closeCounter) Close() error {
+	c.mu.Lock()
+	c.events = append(c.events, "close")
+	c.mu.Unlock()
+	return nil
+}
+
+func TestNoLeaksAfterUnmount(t *testing.T) {
+	needRoot(t)
+	countFDs := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	// Warm up once so lazily started runtime goroutines and pools exist.
+	for i := range 2 {
+		runtime.GC()
+		g0, fd0 := runtime.NumGoroutine(), countFDs()
+		cc := &closeCounter{locked: newMem(randBytes(7, 2<<20), false)}
+		m := mount(t, map[string]disk.Disk{"a": newMem(randBytes(7, 2<<20), true), "b": cc})
+		if _, err := os.ReadFile(filepath.Join(m.dir, "a")); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(filepath.Join(m.dir, "b"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte("hello"), 0); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		m.unmount(t)
+		if got := strings.Join(cc.events, ","); !strings.HasSuffix(got, "flush,close") {
+			t.Errorf("writable disk events %q, want flush then close last", got)
+		}
+		if i == 0 {
+			continue
+		}
+		var g1, fd1 int
+		for range 50 { // goroutines of the server exit asynchronously
+			g1, fd1 = runtime.NumGoroutine(), countFDs()
+			if g1 <= g0 && fd1 <= fd0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if g1 > g0 || fd1 > fd0 {
+			buf := make([]byte, 1<<16)
+			t.Errorf("leak: goroutines %d -> %d, fds %d -> %d\n%s", g0, g1, fd0, fd1, buf[:runtime.Stack(buf, true)])
+		}
+	}
+}
+
+func TestReadAtEOF(t *testing.T) {
+	content := randBytes(8, 10000)
+	m := mount(t, map[string]disk.Disk{"small": newMem(content, true)})
+	f, err := os.Open(filepath.Join(m.dir, "small"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 8192)
+	n, err := f.ReadAt(buf, 8000)
+	if n != 2000 || err != io.EOF || !bytes.Equal(buf[:n], content[8000:]) {
+		t.Errorf("read across end: n=%d err=%v", n, err)
+	}
+}
