@@ -1,0 +1,318 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/obdfs/obdfs/blockcache"
+	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/fusefs"
+)
+
+// Opener opens a STACK spec. The server owns the returned disk.
+type Opener func(spec string) (disk.Disk, error)
+
+// Config configures a daemon.
+type Config struct {
+	Mountpoint string // cleaned with CleanMountpoint by Start
+	Socket     string // "" means SocketPath(Mountpoint)
+	Open       Opener
+	Cache      *blockcache.Cache // reported by stats; may be nil
+	Mount      fusefs.MountOptions
+	Log        *slog.Logger // nil means slog.Default()
+}
+
+// Stack names a spec to serve as MOUNTPOINT/Name.
+type Stack struct{ Name, Spec string }
+
+// Server is a running daemon.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	root *fusefs.Root
+	fuse *fuse.Server
+	ln   net.Listener
+
+	mu    sync.Mutex // serialises Add/Remove/Shutdown
+	specs map[string]string
+	stop  bool
+
+	wg       sync.WaitGroup // control connections and the accept loop
+	closed   chan struct{}  // stacks closed (closeErr set)
+	done     chan struct{}  // closed, and the control socket is gone
+	closeErr error
+}
+
+// Start opens the stacks, claims the control socket and mounts. It returns
+// once the mount is ready; on error nothing is left behind.
+func Start(cfg Config, stacks []Stack) (_ *Server, err error) {
+	if cfg.Open == nil {
+		return nil, errors.New("server: no opener")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	mp, err := CleanMountpoint(cfg.Mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Mountpoint = mp
+	if cfg.Socket == "" {
+		cfg.Socket = SocketPath(mp)
+	}
+	if err := checkMountpoint(mp); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Log, root: fusefs.NewRoot(cfg.Log), specs: map[string]string{},
+		closed: make(chan struct{}), done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.root.Close()
+			if s.ln != nil {
+				s.ln.Close()
+			}
+		}
+	}()
+	for _, st := range stacks {
+		if err := s.add(st.Name, st.Spec); err != nil {
+			return nil, err
+		}
+	}
+	if s.ln, err = listen(cfg.Socket); err != nil {
+		return nil, err
+	}
+	if s.fuse, err = fusefs.Mount(mp, s.root, cfg.Mount); err != nil {
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.accept()
+	go s.waitUnmount()
+	s.log.Info("serving", "mountpoint", mp, "socket", cfg.Socket, "stacks", len(stacks))
+	return s, nil
+}
+
+// checkMountpoint fails early, with advice, on a dead FUSE mount (a killed
+// daemon) and on a missing or non-directory path.
+func checkMountpoint(mp string) error {
+	fi, err := os.Stat(mp)
+	if errors.Is(err, syscall.ENOTCONN) {
+		return fmt.Errorf("mountpoint %s is a dead FUSE mount (its daemon died): run `obdfs umount %s` or `umount -l %s` first", mp, mp, mp)
+	}
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("mountpoint %s: not a directory", mp)
+	}
+	return nil
+}
+
+// listen claims the socket; a socket file nobody answers on is stale (a
+// killed daemon) and replaced.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: another obdfs daemon serves this mountpoint", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	os.Chmod(path, 0o600)
+	return ln, nil
+}
+
+// Mountpoint is the cleaned mountpoint.
+func (s *Server) Mountpoint() string { return s.cfg.Mountpoint }
+
+// Socket is the control socket path.
+func (s *Server) Socket() string { return s.cfg.Socket }
+
+// Root is the mount's root node (for tests and stats).
+func (s *Server) Root() *fusefs.Root { return s.root }
+
+// Done is closed once the server has stopped and every stack is closed.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Wait blocks until the server has stopped and returns the error of
+// closing the stacks.
+func (s *Server) Wait() error {
+	<-s.done
+	return s.closeErr
+}
+
+func (s *Server) add(name, spec string) error {
+	if err := fusefs.CheckName(name); err != nil {
+		return err
+	}
+	if s.root.File(name) != nil {
+		return fmt.Errorf("stack %q: %w", name, fusefs.ErrExists)
+	}
+	d, err := s.cfg.Open(spec)
+	if err != nil {
+		return fmt.Errorf("stack %s=%s: %w", name, spec, err)
+	}
+	if _, err := s.root.Add(name, d); err != nil {
+		d.Close()
+		return err
+	}
+	s.specs[name] = spec
+	return nil
+}
+
+// Add opens spec and serves it as NAME.
+func (s *Server) Add(name, spec string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop {
+		return errors.New("server is stopping")
+	}
+	if err := s.add(name, spec); err != nil {
+		return err
+	}
+	s.log.Info("stack added", "name", name, "spec", spec)
+	return nil
+}
+
+// Remove stops serving NAME and closes its stack; see fusefs.Root.Remove.
+func (s *Server) Remove(name string, force bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.root.Remove(name, force); err != nil {
+		return err
+	}
+	delete(s.specs, name)
+	s.log.Info("stack removed", "name", name, "force", force)
+	return nil
+}
+
+// List describes the served stacks, by name.
+func (s *Server) List() []StackInfo {
+	s.mu.Lock()
+	specs := make(map[string]string, len(s.specs))
+	for k, v := range s.specs {
+		specs[k] = v
+	}
+	s.mu.Unlock()
+	var out []StackInfo
+	for _, f := range s.root.Files() {
+		d := f.Disk()
+		si := StackInfo{Name: f.Name(), Spec: specs[f.Name()], Size: d.Size(), ReadOnly: d.ReadOnly(), Stats: f.Stats()}
+		if l, ok := d.(disk.Layered); ok {
+			si.Layers = l.Layers()
+		}
+		out = append(out, si)
+	}
+	return out
+}
+
+// CacheInfo reports the shared cache, or nil without one.
+func (s *Server) CacheInfo() *CacheInfo {
+	if s.cfg.Cache == nil {
+		return nil
+	}
+	return &CacheInfo{Bytes: s.cfg.Cache.Bytes(), MaxBytes: s.cfg.Cache.MaxBytes()}
+}
+
+// Shutdown flushes the writable stacks, unmounts, then closes every stack.
+// If the mount is busy (a loop device or process has a file open), it
+// fails and the server keeps serving.
+func (s *Server) Shutdown() error {
+	s.mu.Lock()
+	if err := s.root.Flush(); err != nil {
+		s.log.Error("flush before unmount", "err", err)
+	}
+	err := s.fuse.Unmount()
+	if err != nil {
+		s.mu.Unlock()
+		select {
+		case <-s.closed: // already unmounted from outside
+			return s.closeErr
+		default:
+		}
+		return fmt.Errorf("unmount %s: %w (is a file still open or a loop device attached?)", s.cfg.Mountpoint, err)
+	}
+	s.stop = true
+	s.mu.Unlock()
+	<-s.closed
+	return s.closeErr
+}
+
+// waitUnmount runs when the FUSE session ends, however it ends.
+func (s *Server) waitUnmount() {
+	s.fuse.Wait()
+	s.mu.Lock()
+	s.stop = true
+	s.mu.Unlock()
+	s.closeErr = s.root.Close()
+	if s.closeErr != nil {
+		s.log.Error("closing stacks", "err", s.closeErr)
+	}
+	close(s.closed)
+	s.ln.Close()
+	s.wg.Wait()
+	s.log.Info("stopped", "mountpoint", s.cfg.Mountpoint)
+	close(s.done)
+}
+
+func (s *Server) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(c)
+		}()
+	}
+}
+
+func (s *Server) handle(c net.Conn) {
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var req Request
+	if err := json.NewDecoder(c).Decode(&req); err != nil {
+		json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error()})
+		return
+	}
+	resp := Response{Pid: os.Getpid()}
+	var err error
+	switch req.Op {
+	case "ping":
+	case "add":
+		err = s.Add(req.Name, req.Spec)
+	case "rm":
+		err = s.Remove(req.Name, req.Force)
+	case "ls", "stats":
+		resp.Stacks = s.List()
+		resp.Cache = s.CacheInfo()
+	case "shutdown":
+		// Shutdown returns once the stacks are closed, before the server
+		// waits for this handler: the reply says they are.
+		err = s.Shutdown()
+	default:
+		err = fmt.Errorf("unknown op %q", req.Op)
+	}
+	if err != nil {
+		resp.Error = err.Error()
+	}
+	json.NewEncoder(c).Encode(resp)
+}

@@ -1,0 +1,261 @@
+package server_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/server"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts FUSE")
+	}
+}
+
+// lockedMem is a disk.Mem safe for concurrent use (Mem has no lock).
+type lockedMem struct {
+	mu sync.RWMutex
+	*disk.Mem
+	name string
+}
+
+func (l *lockedMem) ReadAt(p []byte, off int64) (int, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.Mem.ReadAt(p, off)
+}
+
+func (l *lockedMem) WriteAt(p []byte, off int64) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Mem.WriteAt(p, off)
+}
+
+func (l *lockedMem) Layers() []disk.LayerInfo {
+	return []disk.LayerInfo{{Name: l.name, Identity: "mem:" + l.name, Kind: "mem", ReadOnly: l.ReadOnly()}}
+}
+
+func pattern(spec string, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = spec[i%len(spec)] ^ byte(i>>12)
+	}
+	return b
+}
+
+// memOpener accepts "mem:SIZE[:rw]"; content is a function of the spec.
+func memOpener(spec string) (disk.Disk, error) {
+	parts := strings.Split(spec, ":")
+	if len(parts) < 2 || parts[0] != "mem" {
+		return nil, fmt.Errorf("bad spec %q", spec)
+	}
+	n, err := strconv.Atoi(parts[1])
+	if err != nil {
+		return nil, fmt.Errorf("bad spec %q: %w", spec, err)
+	}
+	rw := len(parts) > 2 && parts[2] == "rw"
+	return &lockedMem{Mem: disk.NewMem(pattern(spec, n), !rw), name: spec}, nil
+}
+
+func start(t *testing.T, stacks ...server.Stack) *server.Server {
+	t.Helper()
+	needRoot(t)
+	dir := t.TempDir()
+	mp := filepath.Join(dir, "mnt")
+	os.Mkdir(mp, 0o755)
+	s, err := server.Start(server.Config{
+		Mountpoint: mp, Socket: filepath.Join(dir, "ctl.sock"), Open: memOpener,
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}, stacks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Shutdown(); err != nil {
+			t.Logf("shutdown: %v; detaching lazily", err)
+			unix.Unmount(mp, unix.MNT_DETACH)
+			s.Wait()
+		}
+	})
+	return s
+}
+
+func TestControlSocket(t *testing.T) {
+	s := start(t, server.Stack{Name: "a", Spec: "mem:1048576"})
+	call := func(req server.Request) (*server.Response, error) { return server.Call(s.Socket(), req) }
+
+	if _, err := call(server.Request{Op: "add", Name: "b", Spec: "mem:2097152:rw"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(s.Mountpoint(), "b"))
+	if err != nil || !bytes.Equal(got, pattern("mem:2097152:rw", 2<<20)) {
+		t.Fatalf("read added stack: %v", err)
+	}
+	for _, tc := range []struct {
+		req  server.Request
+		want string
+	}{
+		{server.Request{Op: "add", Name: "a", Spec: "mem:1"}, "exists"},
+		{server.Request{Op: "add", Name: "c", Spec: "nonsense"}, `stack c=nonsense: bad spec "nonsense"`},
+		{server.Request{Op: "add", Name: "x/y", Spec: "mem:1"}, "bad stack name"},
+		{server.Request{Op: "rm", Name: "zz"}, "no such stack"},
+		{server.Request{Op: "frobnicate"}, "unknown op"},
+	} {
+		if _, err := call(tc.req); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want error containing %q", tc.req, err, tc.want)
+		}
+	}
+
+	f, err := os.Open(filepath.Join(s.Mountpoint(), "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	f.ReadAt(buf, 0)
+	resp, err := call(server.Request{Op: "ls"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Stacks) != 2 || resp.Stacks[0].Name != "a" || !resp.Stacks[0].ReadOnly ||
+		resp.Stacks[0].Stats.OpenFiles != 1 || resp.Stacks[1].ReadOnly || resp.Stacks[1].Size != 2<<20 ||
+		len(resp.Stacks[0].Layers) != 1 || resp.Stacks[0].Spec != "mem:1048576" || resp.Pid != os.Getpid() {
+		t.Errorf("ls: %+v", resp)
+	}
+	if resp.Stacks[0].Stats.ReadBytes == 0 || resp.Stacks[1].Stats.ReadBytes != 2<<20 {
+		t.Errorf("read counters: a %+v b %+v", resp.Stacks[0].Stats, resp.Stacks[1].Stats)
+	}
+	if _, err := call(server.Request{Op: "rm", Name: "a"}); err == nil || !strings.Contains(err.Error(), "open") {
+		t.Errorf("rm while open: %v", err)
+	}
+	// Shutdown refuses while a file is open, and the server keeps serving.
+	if _, err := call(server.Request{Op: "shutdown"}); err == nil {
+		t.Errorf("shutdown with an open file succeeded")
+	}
+	if _, err := f.ReadAt(buf, 8192); err != nil {
+		t.Errorf("read after refused shutdown: %v", err)
+	}
+	f.Close()
+	// Release reaches the daemon asynchronously after close.
+	var rmErr error
+	for range 50 {
+		if _, rmErr = call(server.Request{Op: "rm", Name: "a"}); rmErr == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if rmErr != nil {
+		t.Errorf("rm after close: %v", rmErr)
+	}
+	if _, err := os.Stat(filepath.Join(s.Mountpoint(), "a")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stat removed stack: %v", err)
+	}
+	if _, err := call(server.Request{Op: "shutdown"}); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not stop")
+	}
+	if _, err := os.Stat(s.Socket()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left behind: %v", err)
+	}
+}
+
+func TestExternalUnmount(t *testing.T) {
+	s := start(t, server.Stack{Name: "a", Spec: "mem:65536:rw"})
+	if err := unix.Unmount(s.Mountpoint(), 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not notice the unmount")
+	}
+	if _, err := server.Call(s.Socket(), server.Request{Op: "ping"}); !errors.Is(err, server.ErrNoDaemon) {
+		t.Errorf("ping after unmount: %v", err)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	mp := filepath.Join(dir, "mnt")
+	os.Mkdir(mp, 0o755)
+	cfg := server.Config{Mountpoint: mp, Socket: filepath.Join(dir, "ctl.sock"), Open: memOpener}
+	if _, err := server.Start(cfg, []server.Stack{{Name: "a", Spec: "mem:1"}, {Name: "b", Spec: "bogus"}}); err == nil || !strings.Contains(err.Error(), "b=bogus") {
+		t.Errorf("bad spec: %v", err)
+	}
+	cfg.Mountpoint = filepath.Join(dir, "missing")
+	if _, err := server.Start(cfg, nil); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing mountpoint: %v", err)
+	}
+	// A second daemon on a served mountpoint's socket is refused.
+	s := start(t)
+	cfg.Mountpoint, cfg.Socket = mp, s.Socket()
+	if _, err := server.Start(cfg, nil); err == nil || !strings.Contains(err.Error(), "another obdfs daemon") {
+		t.Errorf("second daemon: %v", err)
+	}
+}
+
+func TestNoLeaks(t *testing.T) {
+	needRoot(t)
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	for i := range 2 { // the first round warms up lazily started runtime parts
+		runtime.GC()
+		g0, fd0 := runtime.NumGoroutine(), fds()
+		s := start(t, server.Stack{Name: "a", Spec: "mem:1048576"})
+		os.ReadFile(filepath.Join(s.Mountpoint(), "a"))
+		server.Call(s.Socket(), server.Request{Op: "ls"})
+		if err := s.Shutdown(); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			continue
+		}
+		var g1, fd1 int
+		for range 50 {
+			if g1, fd1 = runtime.NumGoroutine(), fds(); g1 <= g0 && fd1 <= fd0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if g1 > g0 || fd1 > fd0 {
+			buf := make([]byte, 1<<16)
+			t.Errorf("leak: goroutines %d -> %d, fds %d -> %d\n%s", g0, g1, fd0, fd1, buf[:runtime.Stack(buf, true)])
+		}
+	}
+}
+
+func TestSocketPath(t *testing.T) {
+	t.Setenv("OBDFS_RUN_DIR", "/run/obdfs")
+	for _, tc := range []struct{ mp, want string }{
+		{"/mnt/images", "/run/obdfs/mnt-images.sock"},
+		{"/mnt/my-disk", `/run/obdfs/mnt-my\x2ddisk.sock`},
+		{"/", "/run/obdfs/-.sock"},
+		{"/" + strings.Repeat("long/", 30), ""},
+	} {
+		got := server.SocketPath(tc.mp)
+		if tc.want != "" && got != tc.want {
+			t.Errorf("SocketPath(%q) = %q, want %q", tc.mp, got, tc.want)
+		}
+		if len(got) > 100 {
+			t.Errorf("SocketPath(%q) = %q: too long for a socket address", tc.mp, got)
+		}
+	}
+}
