@@ -135,7 +135,7 @@ func TestRWTornTail(t *testing.T) {
 	f.Sync()
 	good := f.Index()
 	f.WriteAt(pattern(3, 4096), 65536) // its data will be "lost"
-	f.Discard(0, 512)                 // logged after it
+	f.Discard(0, 512)                  // logged after it
 	f.Close()
 	// Crash: the last write's data never reached the disk, and half a record.
 	os.Truncate(d, HeaderSize+8192+4096)
