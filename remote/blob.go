@@ -1,0 +1,484 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Blob is one layer blob: an io.ReaderAt over its bytes. A registry blob is
+// fetched lazily and cached persistently; a blob of an OCI layout is read from
+// its file. ReadAt, Invalidate and Fetch may be called concurrently; Close
+// must not race them.
+type Blob struct {
+	name   string // for errors: docker://HOST/REPO@DIGEST or the file path
+	digest string
+	size   int64
+
+	local *os.File // OCI layout blob, else nil
+
+	cl     *client
+	cf     *cacheFile
+	chunk  int64
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // fetches in flight
+
+	mu       sync.Mutex
+	inflight map[int64]*flight // chunk -> fetch of a run holding it
+	closed   atomic.Bool
+
+	stats blobCounters
+}
+
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// Stats are a Blob's counters since it was opened.
+type Stats struct {
+	Reads        int64 // ReadAt calls
+	ReadBytes    int64 // bytes returned by ReadAt
+	Fetches      int64 // range GETs that succeeded (retries not counted)
+	FetchedBytes int64 // bytes received from the registry into the cache
+	Errors       int64 // ReadAt calls that failed
+	Invalidated  int64 // Invalidate calls
+}
+
+type blobCounters struct {
+	reads, readBytes, fetches, fetchedBytes, errors, invalidated atomic.Int64
+}
+
+func (b *Blob) Size() int64    { return b.size }
+func (b *Blob) Digest() string { return b.digest }
+
+// Name is the blob's reference for messages: docker://HOST/REPO@DIGEST, or
+// the blob file of an OCI layout.
+func (b *Blob) Name() string { return b.name }
+
+// Stats returns the counters.
+func (b *Blob) Stats() Stats {
+	return Stats{
+		Reads: b.stats.reads.Load(), ReadBytes: b.stats.readBytes.Load(),
+		Fetches: b.stats.fetches.Load(), FetchedBytes: b.stats.fetchedBytes.Load(),
+		Errors: b.stats.errors.Load(), Invalidated: b.stats.invalidated.Load(),
+	}
+}
+
+// CachedBytes is how many bytes of the blob are in the persistent cache
+// (all of them for a local blob).
+func (b *Blob) CachedBytes() int64 {
+	if b.cf == nil {
+		return b.size
+	}
+	return b.cf.presentBytes()
+}
+
+// OpenBlob opens one blob of a repository lazily. repoBlobURL is
+// https://HOST/v2/REPO/blobs as in overlaybd configs (http:// means plain
+// HTTP); size may be 0, then it is taken from the cache or probed with a
+// one-byte GET. ctx bounds every fetch of the Blob for its whole life.
+func OpenBlob(ctx context.Context, repoBlobURL, digest string, size int64, o Options) (*Blob, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	repo, insecure, err := parseRepoBlobURL(repoBlobURL)
+	if err != nil {
+		return nil, err
+	}
+	if insecure {
+		o.Insecure = true
+		if repo, err = name.NewRepository(repo.Name(), name.Insecure); err != nil {
+			return nil, fmt.Errorf("repoBlobUrl %q: %w", repoBlobURL, err)
+		}
+	}
+	return openRemote(ctx, clientFor(repo, o), digest, size, o)
+}
+
+// parseRepoBlobURL splits https://HOST/v2/REPO/blobs.
+func parseRepoBlobURL(s string) (name.Repository, bool, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return name.Repository{}, false, fmt.Errorf("repoBlobUrl %q: want https://HOST/v2/REPO/blobs", s)
+	}
+	p := strings.TrimSuffix(u.Path, "/")
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	repoPath, ok2 := strings.CutSuffix(rest, "/blobs")
+	if !ok || !ok2 || repoPath == "" {
+		return name.Repository{}, false, fmt.Errorf("repoBlobUrl %q: want https://HOST/v2/REPO/blobs", s)
+	}
+	opts := []name.Option{name.WeakValidation}
+	if u.Scheme == "http" {
+		opts = append(opts, name.Insecure)
+	}
+	repo, err := name.NewRepository(u.Host+"/"+repoPath, opts...)
+	if err != nil {
+		return name.Repository{}, false, fmt.Errorf("repoBlobUrl %q: %w", s, err)
+	}
+	return repo, u.Scheme == "http", nil
+}
+
+func openRemote(ctx context.Context, cl *client, digest string, size int64, o Options) (*Blob, error) {
+	hexd, sum, err := splitDigest(digest)
+	if err != nil {
+		return nil, err
+	}
+	bname := fmt.Sprintf("docker://%s@%s", cl.repo.Name(), digest)
+	cd, err := cacheDirFor(o.CacheDir, o.CacheMax)
+	if err != nil {
+		return nil, err
+	}
+	if size == 0 {
+		size = cd.cachedSize(hexd)
+	}
+	if size == 0 {
+		if size, err = cl.probeSize(ctx, digest); err != nil {
+			return nil, fmt.Errorf("%s: %w", bname, err)
+		}
+	}
+	if size < 0 {
+		return nil, fmt.Errorf("%s: negative size %d", bname, size)
+	}
+	cf, err := cd.openFile(hexd, sum, size, o.RefillSize)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", bname, err)
+	}
+	bctx, cancel := context.WithCancel(ctx)
+	return &Blob{
+		name: bname, digest: digest, size: size,
+		cl: cl, cf: cf, chunk: o.RefillSize, ctx: bctx, cancel: cancel,
+		inflight: map[int64]*flight{},
+	}, nil
+}
+
+// openLocal opens a blob file of an OCI layout.
+func openLocal(path, digest string, size int64) (*Blob, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() || (size > 0 && st.Size() != size) {
+		f.Close()
+		return nil, fmt.Errorf("%s: %d bytes, the manifest says %d", path, st.Size(), size)
+	}
+	return &Blob{name: path, digest: digest, size: st.Size(), local: f}, nil
+}
+
+// ReadAt reads len(p) bytes at off; a read reaching past the end returns
+// io.EOF with the bytes before it. Missing chunks are fetched (one GET per
+// run of adjacent missing chunks; a chunk already being fetched for another
+// reader is waited for, not fetched again).
+func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
+	if b.closed.Load() {
+		return 0, fmt.Errorf("%s: %w", b.name, ErrClosed)
+	}
+	b.stats.reads.Add(1)
+	if off < 0 {
+		return 0, fmt.Errorf("%s: negative offset %d", b.name, off)
+	}
+	if off >= b.size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	var eof error
+	if int64(len(p)) > b.size-off {
+		p, eof = p[:b.size-off], io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if b.local != nil {
+		n, err := b.local.ReadAt(p, off)
+		b.stats.readBytes.Add(int64(n))
+		if err == nil {
+			err = eof
+		}
+		return n, err
+	}
+	if err := b.ensure(off/b.chunk, (off+int64(len(p))-1)/b.chunk); err != nil {
+		b.stats.errors.Add(1)
+		return 0, fmt.Errorf("%s: %w", b.name, err)
+	}
+	n, err := b.cf.f.ReadAt(p, off)
+	b.stats.readBytes.Add(int64(n))
+	if err != nil {
+		b.stats.errors.Add(1)
+		return n, fmt.Errorf("%s: cache read: %w", b.name, err)
+	}
+	return n, eof
+}
+
+// maxRun bounds the bytes of one range GET made for a read.
+const maxRun = 4 << 20
+
+// ensure makes chunks [first, last] present.
+func (b *Blob) ensure(first, last int64) error {
+	// A chunk can be invalidated between its fetch and our look; a few
+	// rounds cover that without looping forever on a flapping range.
+	for round := 0; round < 4; round++ {
+		if b.cf.firstMissing(first, last) < 0 {
+			return nil
+		}
+		var waits []*flight
+		var runs [][2]int64 // chunk ranges we fetch, with their flight
+		var mine []*flight
+		b.mu.Lock()
+		for i := first; i <= last; i++ {
+			if b.cf.present(i) {
+				continue
+			}
+			if f := b.inflight[i]; f != nil {
+				waits = append(waits, f)
+				continue
+			}
+			if n := len(runs); n > 0 && runs[n-1][1] == i-1 && (i-runs[n-1][0]+1)*b.chunk <= maxRun && b.inflight[i-1] == mine[n-1] {
+				runs[n-1][1] = i
+				b.inflight[i] = mine[n-1]
+				continue
+			}
+			f := &flight{done: make(chan struct{})}
+			runs = append(runs, [2]int64{i, i})
+			mine = append(mine, f)
+			b.inflight[i] = f
+		}
+		b.mu.Unlock()
+		var errs []error
+		for k, r := range runs {
+			err := b.fetchRun(r[0], r[1])
+			b.mu.Lock()
+			for i := r[0]; i <= r[1]; i++ {
+				if b.inflight[i] == mine[k] {
+					delete(b.inflight, i)
+				}
+			}
+			b.mu.Unlock()
+			mine[k].err = err
+			close(mine[k].done)
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, f := range waits {
+			<-f.done
+			if f.err != nil {
+				errs = append(errs, f.err)
+			}
+		}
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+	}
+	if b.cf.firstMissing(first, last) < 0 {
+		return nil
+	}
+	return fmt.Errorf("chunks %d-%d keep being invalidated", first, last)
+}
+
+var chunkPools sync.Map // int64 chunk size -> *sync.Pool of *[]byte
+
+func getChunkBuf(size int64) *[]byte {
+	p, _ := chunkPools.LoadOrStore(size, &sync.Pool{New: func() any { b := make([]byte, size); return &b }})
+	return p.(*sync.Pool).Get().(*[]byte)
+}
+
+func putChunkBuf(size int64, b *[]byte) {
+	if p, ok := chunkPools.Load(size); ok {
+		p.(*sync.Pool).Put(b)
+	}
+}
+
+// fetchRun GETs chunks [first, last] with one request (retried) and stores
+// each chunk as it completes.
+func (b *Blob) fetchRun(first, last int64) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	b.wg.Add(1)
+	defer b.wg.Done()
+	off := first * b.chunk
+	end := min((last+1)*b.chunk, b.size)
+	bufp := getChunkBuf(b.chunk)
+	defer putChunkBuf(b.chunk, bufp)
+	buf := *bufp
+	// The body is read straight into a chunk-sized buffer; since attempt
+	// reads with ReadFull of at most len(buf) and the run starts on a chunk
+	// boundary, each sink call is exactly one chunk (or the short last one).
+	sink := func(p []byte, at int64) error {
+		if at%b.chunk != 0 {
+			return fmt.Errorf("internal: unaligned piece at %d", at)
+		}
+		if err := b.cf.store(at/b.chunk, p); err != nil {
+			return err
+		}
+		b.stats.fetchedBytes.Add(int64(len(p)))
+		return nil
+	}
+	err := b.cl.fetch(b.ctx, b.digest, off, end-off, sink, buf)
+	if err == nil {
+		b.stats.fetches.Add(1)
+	}
+	return err
+}
+
+// Invalidate drops [off, off+length) (widened to whole chunks) from the
+// persistent cache, so the next read fetches it again. The ZFile reader calls
+// it when a block fails its CRC.
+// It returns an error when the range cannot be refetched (a local blob, a
+// closed Blob) or the cache map could not be saved.
+func (b *Blob) Invalidate(off, length int64) error {
+	if b.cf == nil {
+		return fmt.Errorf("%s: a local blob cannot be refetched", b.name)
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("%s: %w", b.name, ErrClosed)
+	}
+	b.stats.invalidated.Add(1)
+	return b.cf.invalidate(off, length)
+}
+
+// Fetch downloads every missing byte of the blob into the cache with up to
+// jobs GETs of up to 16 MiB in flight, then checks the whole blob against its
+// digest (ErrDigest: the cached copy was dropped). progress, if not nil, is
+// called with the bytes present so far. It resumes where an earlier,
+// interrupted Fetch stopped. ctx can cancel it.
+func (b *Blob) Fetch(ctx context.Context, jobs int, progress func(have, total int64)) error {
+	if b.local != nil {
+		if progress != nil {
+			progress(b.size, b.size)
+		}
+		return nil
+	}
+	if jobs <= 0 {
+		jobs = 4
+	}
+	const pullRun = 16 << 20
+	per := max(pullRun/b.chunk, 1)
+	sem := make(chan struct{}, jobs)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	report := func() {
+		if progress != nil {
+			progress(b.cf.presentBytes(), b.size)
+		}
+	}
+	report()
+	for start := int64(0); start < b.cf.n; start += per {
+		if ctx.Err() != nil {
+			break
+		}
+		mu.Lock()
+		failed := firstErr != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		first, last := start, min(start+per, b.cf.n)-1
+		if b.cf.firstMissing(first, last) < 0 {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := b.ensureCtx(ctx, first, last)
+			mu.Lock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+			report()
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fmt.Errorf("%s: %w", b.name, firstErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := b.cf.verify(); err != nil {
+		return fmt.Errorf("%s: %w", b.name, err)
+	}
+	report()
+	return nil
+}
+
+// ensureCtx is ensure for Fetch: whole 16 MiB runs, cancelled with ctx.
+func (b *Blob) ensureCtx(ctx context.Context, first, last int64) error {
+	// Fetch's ctx is not the Blob's: a cancelled pull stops scheduling new
+	// GETs but must not fail readers waiting on the ones in flight.
+	for i := first; i <= last; i += maxRun / b.chunk {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := b.ensure(i, min(i+maxRun/b.chunk-1, last)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops fetches in flight, saves the cache map and releases the
+// files.
+func (b *Blob) Close() error {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	if b.local != nil {
+		return b.local.Close()
+	}
+	b.cancel()
+	b.wg.Wait()
+	return b.cf.close()
+}
+
+// Section returns a view of [off, off+n) of the blob that keeps Invalidate,
+// for the tar-wrapped payload: tarwrap.Peel returns an io.SectionReader,
+// whose Outer() gives off and n.
+func (b *Blob) Section(off, n int64) *Section { return &Section{b: b, off: off, n: n} }
+
+// Section is a part of a Blob: io.ReaderAt with Size and Invalidate.
+type Section struct {
+	b      *Blob
+	off, n int64
+}
+
+func (s *Section) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= s.n {
+		if off == s.n && len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	var eof error
+	if int64(len(p)) > s.n-off {
+		p, eof = p[:s.n-off], io.EOF
+	}
+	n, err := s.b.ReadAt(p, s.off+off)
+	if err == nil {
+		err = eof
+	}
+	return n, err
+}
+
+func (s *Section) Size() int64 { return s.n }
+
+// Invalidate drops [off, off+length) of the section from the cache.
+func (s *Section) Invalidate(off, length int64) error { return s.b.Invalidate(s.off+off, length) }

@@ -1,0 +1,48 @@
+// Package remote reads overlaybd images lazily from OCI registries and OCI
+// image layouts.
+//
+// Resolve turns docker://HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG] into the
+// image's overlaybd layer blobs, bottom first; OpenBlob opens one blob named
+// by an overlaybd config (repoBlobUrl + digest + size). A *Blob is an
+// io.ReaderAt over the whole blob: misses are fetched with HTTP Range GETs
+// through go-containerregistry's authenticating transport, widened to
+// Options.RefillSize-aligned chunks (overlaybd's refillSize, 256 KiB by
+// default; spec/overlaybd-format.md §4.4), and kept in a persistent cache
+// under Options.CacheDir.
+//
+// # Cache layout and crash safety
+//
+// The cache is content addressed and shared by every repository:
+//
+//	CacheDir/blobs/sha256/<hex>       sparse file, the blob's bytes at their offsets
+//	CacheDir/blobs/sha256/<hex>.map   which chunks of it are present (see cache.go)
+//	CacheDir/refs/<hash of spec>.json  the last resolution of a docker:// spec, used
+//	                                   when the registry cannot be reached
+//
+// A chunk counts as present only if the .map says so. The .map is replaced
+// atomically (write to a temporary file, fsync, rename) and only after the data
+// file has been fdatasync'ed, so after a crash the map never claims bytes that
+// did not reach the disk: at worst recently fetched chunks are fetched again.
+//
+// Whole blobs are evicted, least recently used first, when the cache grows
+// past Options.CacheMax; a blob open in any process (it holds a shared flock
+// on its data file) is never evicted.
+//
+// # Integrity
+//
+// The registry is not trusted to return the right bytes. A blob whose chunks
+// are all present is hashed and compared with its digest; on a mismatch the
+// whole cached blob is dropped. Partial blobs cannot be checked this way: a
+// ZFile layer checks a CRC per block and calls Blob.Invalidate on a mismatch,
+// so the range is fetched again once before the read fails. For an
+// uncompressed (raw LSMT) layer nothing checks a partial range: wrong bytes
+// from the registry reach the reader until the blob is complete. Pull such
+// layers (obdfs pull) to have them verified before use.
+//
+// # Failures
+//
+// Each range GET is retried (Options.Retries, with backoff) on connection
+// errors, timeouts (Options.Timeout per attempt), short bodies, 408, 429 and
+// 5xx. When the tries are used up, ReadAt returns a *FetchError; front ends
+// turn it into EIO. Nothing from a failed attempt is cached.
+package remote

@@ -1,0 +1,101 @@
+package remote
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+)
+
+// Defaults of Options.
+const (
+	DefaultCacheDir    = "/var/cache/obdfs"
+	DefaultCacheMax    = 4 << 30   // overlaybd's cacheSizeGB default
+	DefaultRefillSize  = 256 << 10 // overlaybd's refillSize default
+	DefaultTimeout     = 30 * time.Second
+	DefaultRetries     = 3
+	DefaultMaxInflight = 8
+	DefaultPlatform    = "linux/amd64"
+)
+
+// Options configure Resolve and OpenBlob. The zero value of every field
+// means its default.
+type Options struct {
+	// CacheDir holds the persistent blob cache (default /var/cache/obdfs).
+	CacheDir string
+	// CacheMax bounds the bytes the cache keeps on disk (default 4 GiB);
+	// blobs in use are never evicted, so the bound can be exceeded by them.
+	CacheMax int64
+	// Insecure allows plain HTTP (and any TLS certificate) to the registry.
+	Insecure bool
+	// Platform picks the manifest from an index: os/arch[/variant]
+	// (default linux/amd64).
+	Platform string
+	// RefillSize is the fetch and cache granularity: a power of two, a
+	// multiple of 4 KiB (default 256 KiB). Misses are widened to it.
+	RefillSize int64
+	// Keychain finds credentials (default authn.DefaultKeychain: the docker
+	// config file and its credential helpers).
+	Keychain authn.Keychain
+
+	// Timeout bounds one HTTP attempt, body included (default 30 s).
+	Timeout time.Duration
+	// Retries is how many times a failed range GET is tried again
+	// (default 3; negative means none).
+	Retries int
+	// Backoff is the wait before the first retry; it is multiplied by 4 for
+	// each further one (default 100 ms).
+	Backoff time.Duration
+	// MaxInflight bounds the range GETs in flight per registry host
+	// (default 8).
+	MaxInflight int
+	// Transport is the base HTTP transport (default: a clone of
+	// go-containerregistry's remote.DefaultTransport). Tests inject faults here.
+	Transport http.RoundTripper
+	// UserAgent is sent with every request (default "obdfs").
+	UserAgent string
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.CacheDir == "" {
+		o.CacheDir = DefaultCacheDir
+	}
+	if o.CacheMax == 0 {
+		o.CacheMax = DefaultCacheMax
+	}
+	if o.CacheMax < 0 {
+		return o, fmt.Errorf("remote: cache max %d is negative", o.CacheMax)
+	}
+	if o.Platform == "" {
+		o.Platform = DefaultPlatform
+	}
+	if o.RefillSize == 0 {
+		o.RefillSize = DefaultRefillSize
+	}
+	if o.RefillSize < 4096 || o.RefillSize&(o.RefillSize-1) != 0 || o.RefillSize > 64<<20 {
+		return o, fmt.Errorf("remote: refill size %d is not a power of two between 4 KiB and 64 MiB", o.RefillSize)
+	}
+	if o.Keychain == nil {
+		o.Keychain = authn.DefaultKeychain
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Retries == 0 {
+		o.Retries = DefaultRetries
+	}
+	if o.Retries < 0 {
+		o.Retries = 0
+	}
+	if o.Backoff == 0 {
+		o.Backoff = 100 * time.Millisecond
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = DefaultMaxInflight
+	}
+	if o.UserAgent == "" {
+		o.UserAgent = "obdfs"
+	}
+	return o, nil
+}

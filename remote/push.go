@@ -1,0 +1,205 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/obdfs/obdfs/lsmt"
+	"github.com/obdfs/obdfs/tarwrap"
+	"github.com/obdfs/obdfs/zfile"
+)
+
+// PushOptions configure Push.
+type PushOptions struct {
+	Options
+	// DockerMediaTypes writes a Docker schema2 manifest (the ACI convertor's
+	// default) instead of an OCI one.
+	DockerMediaTypes bool
+	// FsType, if set, is written as the blob-fs-type annotation (ext4, erofs).
+	FsType string
+	// Progress, if not nil, is called with the bytes uploaded so far.
+	Progress func(complete, total int64)
+}
+
+// Push publishes committed overlaybd layer files (bottom first) as an image
+// that overlaybd and ACI consume (spec/registry.md §1.1–1.3): each blob is
+// the layer tar-wrapped (wrapped here with overlaybd's PAX form unless the
+// file already is), with the uncompressed-tar media type, the blob-digest,
+// blob-size and version annotations, and a config whose diff_ids are the
+// blob digests. ref is [docker://]HOST/REPO[:TAG]. It returns the manifest
+// digest.
+func Push(ctx context.Context, ref string, layers []string, o PushOptions) (string, error) {
+	opt, err := o.Options.withDefaults()
+	if err != nil {
+		return "", err
+	}
+	nopts := []name.Option{name.WeakValidation}
+	if opt.Insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	r, err := name.ParseReference(strings.TrimPrefix(ref, "docker://"), nopts...)
+	if err != nil {
+		return "", fmt.Errorf("push %q: %w", ref, err)
+	}
+	if len(layers) == 0 {
+		return "", fmt.Errorf("push %s: no layers", ref)
+	}
+	plat, err := v1.ParsePlatform(opt.Platform)
+	if err != nil {
+		return "", fmt.Errorf("platform %q: %w", opt.Platform, err)
+	}
+	layerMT, manifestMT, configMT := types.OCIUncompressedLayer, types.OCIManifestSchema1, types.OCIConfigJSON
+	if o.DockerMediaTypes {
+		layerMT, manifestMT, configMT = types.DockerUncompressedLayer, types.DockerManifestSchema2, types.DockerConfigJSON
+	}
+	img := mutate.MediaType(empty.Image, manifestMT)
+	img = mutate.ConfigMediaType(img, configMT)
+	cfg := &v1.ConfigFile{
+		Architecture: plat.Architecture, OS: plat.OS, Variant: plat.Variant,
+		RootFS: v1.RootFS{Type: "layers"},
+	}
+	if img, err = mutate.ConfigFile(img, cfg); err != nil {
+		return "", err
+	}
+	for _, path := range layers {
+		l, err := newFileLayer(path, layerMT)
+		if err != nil {
+			return "", fmt.Errorf("push %s: %w", ref, err)
+		}
+		ann := map[string]string{
+			AnnotationBlobDigest: l.digest.String(),
+			AnnotationBlobSize:   strconv.FormatInt(l.size, 10),
+			AnnotationVersion:    Version,
+		}
+		if o.FsType != "" {
+			ann[AnnotationFsType] = o.FsType
+		}
+		cl, err := partial.CompressedToLayer(l)
+		if err != nil {
+			return "", err
+		}
+		img, err = mutate.Append(img, mutate.Addendum{Layer: cl, Annotations: ann, MediaType: layerMT,
+			History: v1.History{CreatedBy: "obdfs push", Comment: path}})
+		if err != nil {
+			return "", err
+		}
+	}
+	ropts := []ggcrremote.Option{
+		ggcrremote.WithContext(ctx),
+		ggcrremote.WithAuthFromKeychain(opt.Keychain),
+		ggcrremote.WithTransport(baseTransport(opt)),
+		ggcrremote.WithUserAgent(opt.UserAgent),
+	}
+	if o.Progress != nil {
+		ch := make(chan v1.Update, 16)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for u := range ch {
+				o.Progress(u.Complete, u.Total)
+			}
+		}()
+		defer func() { <-done }() // ggcr closes ch when Write returns
+		ropts = append(ropts, ggcrremote.WithProgress(ch))
+	}
+	if err := ggcrremote.Write(r, img, ropts...); err != nil {
+		return "", fmt.Errorf("push %s: %w", ref, err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return "", err
+	}
+	return d.String(), nil
+}
+
+// fileLayer is a layer file as a blob: the file itself when it is already
+// tar-wrapped, else header + file + trailer, streamed (never held in memory).
+type fileLayer struct {
+	path   string
+	mt     types.MediaType
+	header []byte // nil when the file is already wrapped
+	trail  []byte
+	size   int64 // blob size
+	digest v1.Hash
+}
+
+func newFileLayer(path string, mt types.MediaType) (*fileLayer, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("layer %s: not a regular file", path)
+	}
+	member, wrapped, err := tarwrap.Peel(f, st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", path, err)
+	}
+	if !zfile.Is(member) && !lsmt.IsLSMT(member) {
+		return nil, fmt.Errorf("layer %s: not an overlaybd layer (neither ZFile nor LSMT magic%s)", path,
+			map[bool]string{true: " inside the tar wrapper", false: ""}[wrapped])
+	}
+	l := &fileLayer{path: path, mt: mt, size: st.Size()}
+	if !wrapped {
+		l.header = tarwrap.Header(st.Size(), 0o644)
+		l.trail = tarwrap.Trailer(st.Size())
+		l.size = int64(len(l.header)) + st.Size() + int64(len(l.trail))
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, rc)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", path, err)
+	}
+	if n != l.size {
+		return nil, fmt.Errorf("layer %s: changed while being read", path)
+	}
+	l.digest = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+	return l, nil
+}
+
+func (l *fileLayer) Digest() (v1.Hash, error) { return l.digest, nil }
+
+// DiffID is the digest: the blob counts as an uncompressed tar (ACI's
+// convertor does the same).
+func (l *fileLayer) DiffID() (v1.Hash, error)            { return l.digest, nil }
+func (l *fileLayer) Size() (int64, error)                { return l.size, nil }
+func (l *fileLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
+
+func (l *fileLayer) Compressed() (io.ReadCloser, error) {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, err
+	}
+	if l.header == nil {
+		return f, nil
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(l.header), f, bytes.NewReader(l.trail)), f}, nil
+}
