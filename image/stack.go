@@ -1,0 +1,191 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/obdfs/obdfs/blockcache"
+	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/lsmt"
+)
+
+// Options configure how a stack is opened. The zero value works.
+type Options struct {
+	// Cache is the decoded-block cache shared by all stacks of a process;
+	// nil decodes every read afresh.
+	Cache *blockcache.Cache
+	// NoOrderCheck skips the parent-uuid chain check (overlaybd itself
+	// does not check it at runtime).
+	NoOrderCheck bool
+}
+
+// Stack is an opened STACK: merged read-only layers and an optional
+// writable upper. It is a disk.Disk and a disk.Layered.
+type Stack struct {
+	*lsmt.Stack
+	Spec   string
+	lowers []*Layer
+	upper  *lsmt.RWFile
+	upperN string
+}
+
+var (
+	_ disk.Disk    = (*Stack)(nil)
+	_ disk.Layered = (*Stack)(nil)
+)
+
+// Open opens a STACK spec (see the package doc).
+func Open(spec string, o Options) (*Stack, error) {
+	spec = strings.TrimSpace(spec)
+	switch {
+	case spec == "":
+		return nil, fmt.Errorf("%w: empty", ErrSpec)
+	case strings.HasSuffix(spec, ".json"):
+		data, err := os.ReadFile(spec)
+		if err != nil {
+			return nil, fmt.Errorf("image config: %w", err)
+		}
+		c, err := ParseConfig(data, spec)
+		if err != nil {
+			return nil, err
+		}
+		c.resolve(filepath.Dir(spec))
+		s, err := OpenConfig(c, o)
+		if err != nil {
+			return nil, err
+		}
+		s.Spec = spec
+		return s, nil
+	default:
+		if scheme, _, ok := strings.Cut(spec, "://"); ok && !strings.ContainsAny(scheme, "/,") {
+			return nil, fmt.Errorf("%w: %q: unknown scheme %q", ErrSpec, spec, scheme)
+		}
+		c := &Config{}
+		for _, p := range strings.Split(spec, ",") {
+			if p = strings.TrimSpace(p); p == "" {
+				return nil, fmt.Errorf("%w: %q: empty layer name", ErrSpec, spec)
+			}
+			c.Lowers = append(c.Lowers, LowerConfig{File: p})
+		}
+		if len(c.Lowers) > maxConfigLayers {
+			return nil, fmt.Errorf("%w: %d layers, at most %d", ErrSpec, len(c.Lowers), maxConfigLayers)
+		}
+		s, err := OpenConfig(c, o)
+		if err != nil {
+			return nil, err
+		}
+		s.Spec = spec
+		return s, nil
+	}
+}
+
+// OpenConfig opens the layers a parsed config names.
+func OpenConfig(c *Config, o Options) (_ *Stack, err error) {
+	s := &Stack{}
+	defer func() {
+		if err != nil {
+			if s.upper != nil {
+				s.upper.Close()
+			}
+			s.closeLayers()
+		}
+	}()
+	for i, lc := range c.Lowers {
+		l, err := openLower(c, lc, o)
+		if err != nil {
+			return nil, fmt.Errorf("lowers[%d]: %w", i, err)
+		}
+		s.lowers = append(s.lowers, l)
+	}
+	files := make([]*lsmt.File, len(s.lowers))
+	for i, l := range s.lowers {
+		files[i] = l.File
+	}
+	if !o.NoOrderCheck {
+		if err := lsmt.VerifyOrder(files); err != nil {
+			return nil, err
+		}
+	}
+	if c.Upper.Data != "" {
+		s.upper, err = lsmt.OpenRW(c.Upper.Data, c.Upper.Index)
+		if err != nil {
+			return nil, err
+		}
+		s.upperN = c.Upper.Data
+	}
+	s.Stack, err = lsmt.NewStack(files, s.upper)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func openLower(c *Config, lc LowerConfig, o Options) (*Layer, error) {
+	if lc.File != "" {
+		return OpenLayerFile(lc.File, o)
+	}
+	if lc.Dir != "" {
+		// overlaybd's lookup order for a downloaded layer.
+		for _, n := range []string{"overlaybd.commit", ".commit", "overlaybd.sealed"} {
+			p := filepath.Join(lc.Dir, n)
+			if _, err := os.Stat(p); err == nil {
+				return OpenLayerFile(p, o)
+			}
+		}
+	}
+	if lc.Digest != "" {
+		return openRemoteLower(c, lc, o)
+	}
+	return nil, fmt.Errorf("layer dir %s: no overlaybd.commit, .commit or overlaybd.sealed", lc.Dir)
+}
+
+// openRemoteLower is replaced when registry support is built in.
+var openRemoteLower = func(c *Config, lc LowerConfig, o Options) (*Layer, error) {
+	return nil, fmt.Errorf("layer %s: remote layers (repoBlobUrl %q) are not supported by this build", lc.Digest, c.RepoBlobURL)
+}
+
+// Layers reports every layer, bottom first, the writable upper last.
+func (s *Stack) Layers() []disk.LayerInfo {
+	out := make([]disk.LayerInfo, 0, len(s.lowers)+1)
+	for _, l := range s.lowers {
+		out = append(out, l.Info())
+	}
+	if s.upper != nil {
+		out = append(out, disk.LayerInfo{Name: s.upperN, Identity: "rw:" + s.upperN, Kind: "rw"})
+	}
+	return out
+}
+
+// Lowers returns the read-only layers, bottom first.
+func (s *Stack) Lowers() []*Layer { return s.lowers }
+
+// Upper returns the writable layer, or nil.
+func (s *Stack) Upper() *lsmt.RWFile { return s.upper }
+
+// Close flushes and closes the writable layer, then closes the layer files.
+func (s *Stack) Close() error {
+	var errs []error
+	if s.upper != nil {
+		// RWFile.Close does not sync: make everything written durable first.
+		errs = append(errs, s.Stack.Flush())
+	}
+	if s.Stack != nil {
+		errs = append(errs, s.Stack.Close())
+	} else if s.upper != nil {
+		errs = append(errs, s.upper.Close())
+	}
+	errs = append(errs, s.closeLayers())
+	return errors.Join(errs...)
+}
+
+func (s *Stack) closeLayers() error {
+	var errs []error
+	for _, l := range s.lowers {
+		errs = append(errs, l.Close())
+	}
+	s.lowers = nil
+	return errors.Join(errs...)
+}
