@@ -20,7 +20,7 @@ type Layer struct {
 	Identity string // cache identity: digest, or dev+inode+size+mtime of a local file
 	Kind     string // "lsmt", "zfile+lsmt", "tar+zfile+lsmt", ...
 
-	File  *lsmt.File   // the LSMT layer
+	File  *lsmt.File    // the LSMT layer
 	ZFile *zfile.Reader // nil when the layer is not compressed
 
 	backing *countingReaderAt
@@ -41,15 +41,6 @@ func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	c.reads.Add(1)
 	c.bytes.Add(int64(n))
 	return n, err
-}
-
-// Invalidate forwards the ZFile reader's request to drop a bad range to a
-// backing blob that can refetch it (a registry blob); local files cannot.
-func (c *countingReaderAt) Invalidate(off, length int64) error {
-	if inv, ok := c.r.(interface{ Invalidate(off, length int64) error }); ok {
-		return inv.Invalidate(off, length)
-	}
-	return fmt.Errorf("backing data cannot be refetched")
 }
 
 // OpenLayerFile opens a local layer file: tar-wrapped or bare, ZFile or raw
@@ -92,6 +83,10 @@ func OpenLayer(r io.ReaderAt, size int64, name, identity string, o Options) (*La
 		return nil, fmt.Errorf("layer %s: %w", name, err)
 	}
 	var data io.ReaderAt = member
+	if inv, ok := r.(invalidator); ok {
+		_, base, _ := member.Outer()
+		data = &memberSection{SectionReader: member, base: base, inv: inv}
+	}
 	dataSize := member.Size()
 	kind := ""
 	if wrapped {
@@ -103,7 +98,7 @@ func OpenLayer(r io.ReaderAt, size int64, name, identity string, o Options) (*La
 			opts = append(opts, zfile.WithCache(o.Cache, identity))
 			l.cache, l.cacheID = o.Cache, o.Cache.LayerID(identity)
 		}
-		zr, err := zfile.NewReader(member, dataSize, opts...)
+		zr, err := zfile.NewReader(data, dataSize, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: %w", name, err)
 		}

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"github.com/obdfs/obdfs/blockcache"
 	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/lsmt"
+	"github.com/obdfs/obdfs/remote"
 )
 
 // Options configure how a stack is opened. The zero value works.
@@ -20,6 +22,12 @@ type Options struct {
 	// NoOrderCheck skips the parent-uuid chain check (overlaybd itself
 	// does not check it at runtime).
 	NoOrderCheck bool
+	// Remote configures registry access and the persistent blob cache for
+	// docker:// and oci: specs and for config lowers named by digest.
+	Remote remote.Options
+	// Context bounds remote fetches for the stack's whole life (default
+	// context.Background()).
+	Context context.Context
 }
 
 // Stack is an opened STACK: merged read-only layers and an optional
@@ -43,6 +51,8 @@ func Open(spec string, o Options) (*Stack, error) {
 	switch {
 	case spec == "":
 		return nil, fmt.Errorf("%w: empty", ErrSpec)
+	case isRemoteSpec(spec):
+		return openRemote(spec, o)
 	case strings.HasSuffix(spec, ".json"):
 		data, err := os.ReadFile(spec)
 		if err != nil {
@@ -87,9 +97,6 @@ func OpenConfig(c *Config, o Options) (_ *Stack, err error) {
 	s := &Stack{}
 	defer func() {
 		if err != nil {
-			if s.upper != nil {
-				s.upper.Close()
-			}
 			s.closeLayers()
 		}
 	}()
@@ -100,27 +107,41 @@ func OpenConfig(c *Config, o Options) (_ *Stack, err error) {
 		}
 		s.lowers = append(s.lowers, l)
 	}
+	if err := s.finish(&c.Upper, o); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// finish checks the lowers' order, opens the upper (if any) and builds the
+// merged view. On error it closes everything.
+func (s *Stack) finish(upper *UpperConfig, o Options) (err error) {
+	defer func() {
+		if err != nil {
+			if s.upper != nil {
+				s.upper.Close()
+			}
+			s.closeLayers()
+		}
+	}()
 	files := make([]*lsmt.File, len(s.lowers))
 	for i, l := range s.lowers {
 		files[i] = l.File
 	}
 	if !o.NoOrderCheck {
 		if err := lsmt.VerifyOrder(files); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if c.Upper.Data != "" {
-		s.upper, err = lsmt.OpenRW(c.Upper.Data, c.Upper.Index)
+	if upper != nil && upper.Data != "" {
+		s.upper, err = lsmt.OpenRW(upper.Data, upper.Index)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		s.upperN = c.Upper.Data
+		s.upperN = upper.Data
 	}
 	s.Stack, err = lsmt.NewStack(files, s.upper)
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return err
 }
 
 func openLower(c *Config, lc LowerConfig, o Options) (*Layer, error) {

@@ -1,0 +1,94 @@
+package image
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/obdfs/obdfs/remote"
+)
+
+// isRemoteSpec reports whether spec names a registry or OCI-layout image.
+func isRemoteSpec(spec string) bool {
+	return strings.HasPrefix(spec, "docker://") || strings.HasPrefix(spec, "oci:")
+}
+
+// openRemote opens docker://HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG]: every
+// layer is a lazily fetched blob keyed in the block cache by its digest.
+func openRemote(spec string, o Options) (*Stack, error) {
+	blobs, err := remote.Resolve(o.context(), spec, o.Remote)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{}
+	for i, b := range blobs {
+		l, err := openBlobLayer(b, o)
+		if err != nil {
+			for _, b := range blobs[i:] {
+				b.Close()
+			}
+			s.closeLayers()
+			return nil, fmt.Errorf("%s: layer %d: %w", spec, i, err)
+		}
+		s.lowers = append(s.lowers, l)
+	}
+	if err := s.finish(nil, o); err != nil {
+		return nil, err
+	}
+	s.Spec = spec
+	return s, nil
+}
+
+func init() {
+	openRemoteLower = func(c *Config, lc LowerConfig, o Options) (*Layer, error) {
+		if c.RepoBlobURL == "" {
+			return nil, fmt.Errorf("layer %s: remote layer but the config has no repoBlobUrl", lc.Digest)
+		}
+		b, err := remote.OpenBlob(o.context(), c.RepoBlobURL, lc.Digest, lc.Size, o.Remote)
+		if err != nil {
+			return nil, err
+		}
+		l, err := openBlobLayer(b, o)
+		if err != nil {
+			b.Close()
+			return nil, err
+		}
+		return l, nil
+	}
+}
+
+func openBlobLayer(b *remote.Blob, o Options) (*Layer, error) {
+	l, err := OpenLayer(b, b.Size(), b.Name(), b.Digest(), o)
+	if err != nil {
+		return nil, err
+	}
+	l.closer = b
+	return l, nil
+}
+
+func (o Options) context() context.Context {
+	if o.Context != nil {
+		return o.Context
+	}
+	return context.Background()
+}
+
+// invalidator is implemented by backing data that can drop a range and
+// fetch it again (a registry blob's persistent cache).
+type invalidator interface {
+	Invalidate(off, length int64) error
+}
+
+// memberSection is the tar member as a section of the backing data that
+// forwards Invalidate with the member's offset added, so the ZFile reader
+// can ask a registry blob to refetch a block that failed its CRC.
+type memberSection struct {
+	*io.SectionReader
+	base int64
+	inv  invalidator
+}
+
+func (m *memberSection) Invalidate(off, length int64) error {
+	return m.inv.Invalidate(m.base+off, length)
+}
