@@ -104,15 +104,22 @@ func Start(cfg Config, stacks []Stack) (_ *Server, err error) {
 // checkMountpoint fails early, with advice, on a dead FUSE mount (a killed
 // daemon) and on a missing or non-directory path.
 func checkMountpoint(mp string) error {
-	fi, err := os.Stat(mp)
+	// stat may be answered from cached attributes; statfs always asks the
+	// filesystem, so it sees a dead FUSE connection.
+	var sfs syscall.Statfs_t
+	err := syscall.Statfs(mp, &sfs)
+	if err == nil {
+		var fi os.FileInfo
+		fi, err = os.Stat(mp)
+		if err == nil && !fi.IsDir() {
+			return fmt.Errorf("mountpoint %s: not a directory", mp)
+		}
+	}
 	if errors.Is(err, syscall.ENOTCONN) {
 		return fmt.Errorf("mountpoint %s is a dead FUSE mount (its daemon died): run `obdfs umount %s` or `umount -l %s` first", mp, mp, mp)
 	}
 	if err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("mountpoint %s: not a directory", mp)
+		return fmt.Errorf("mountpoint %s: %w", mp, err)
 	}
 	return nil
 }
