@@ -370,6 +370,7 @@ func (b *Blob) Fetch(ctx context.Context, jobs int, progress func(have, total in
 	}
 	const pullRun = 16 << 20
 	per := max(pullRun/b.chunk, 1)
+	mism := b.cf.mismatches.Load()
 	sem := make(chan struct{}, jobs)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -407,13 +408,19 @@ func (b *Blob) Fetch(ctx context.Context, jobs int, progress func(have, total in
 		})
 	}
 	wg.Wait()
-	if firstErr != nil {
-		return fmt.Errorf("%s: %w", b.name, firstErr)
+	err := firstErr
+	if err == nil {
+		err = ctx.Err()
 	}
-	if err := ctx.Err(); err != nil {
-		return err
+	if err == nil {
+		err = b.cf.verify()
 	}
-	if err := b.cf.verify(); err != nil {
+	if err != nil && b.cf.mismatches.Load() > mism && !errors.Is(err, ErrDigest) {
+		// The check of the completed blob (run in the background by the
+		// fetch that completed it) dropped it.
+		err = fmt.Errorf("the downloaded blob did not match its digest and was dropped: %w (then: %v)", ErrDigest, err)
+	}
+	if err != nil {
 		return fmt.Errorf("%s: %w", b.name, err)
 	}
 	report()

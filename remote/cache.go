@@ -116,6 +116,8 @@ type cacheFile struct {
 	verifyMu  sync.Mutex // serialises digest checks
 	verifyWG  sync.WaitGroup
 	closed    bool
+	// mismatches counts complete copies dropped for a wrong digest.
+	mismatches atomic.Int64
 }
 
 // splitDigest checks "sha256:<64 hex>" and returns the hex and raw sum.
@@ -305,7 +307,7 @@ func (cf *cacheFile) verify() error {
 		return nil
 	}
 	if !complete {
-		return fmt.Errorf("cache %s: blob is not complete", cf.path)
+		return fmt.Errorf("cache %s: %w", cf.path, errIncomplete)
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, io.NewSectionReader(cf.f, 0, cf.size)); err != nil {
@@ -317,6 +319,7 @@ func (cf *cacheFile) verify() error {
 		cf.have = 0
 		cf.dirty = true
 		cf.mu.Unlock()
+		cf.mismatches.Add(1)
 		if err := cf.persist(); err != nil {
 			return err
 		}
@@ -420,7 +423,10 @@ type mapFile struct {
 	bitmap      []byte
 }
 
-var errBadMap = errors.New("bad cache map")
+var (
+	errBadMap     = errors.New("bad cache map")
+	errIncomplete = errors.New("blob is not complete")
+)
 
 func readMap(path string) (mapFile, error) {
 	b, err := os.ReadFile(path)
