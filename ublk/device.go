@@ -374,15 +374,22 @@ func (dev *Device) Done() <-chan struct{} { return dev.done }
 // waits for it (spec §3.2).
 func (dev *Device) Close() error {
 	dev.closeOnce.Do(func() {
-		// Queues keep serving during STOP_DEV: del_gendisk may write back.
-		if err := dev.ctrl.simple(uapi.CmdStopDev, dev.id, 0); err != nil {
-			dev.closeErr = err
+		select {
+		case <-dev.done:
+			// Already stopped (a detach from another process): only DEL_DEV
+			// is left to do.
+		default:
+			// Queues keep serving during STOP_DEV: del_gendisk may write back.
+			if err := dev.ctrl.simple(uapi.CmdStopDev, dev.id, 0); err != nil {
+				dev.closeErr = err
+			}
+			<-dev.done
 		}
-		<-dev.done
 		dev.char.Close()
 		// DEL_DEV waits for every reference (ublkc fd, descriptor mmaps),
 		// all released above.
-		if err := dev.ctrl.simple(uapi.CmdDelDev, dev.id, 0); err != nil && dev.closeErr == nil {
+		// ENODEV: a detach that gave up waiting deleted it already.
+		if err := dev.ctrl.simple(uapi.CmdDelDev, dev.id, 0); err != nil && !errors.Is(err, unix.ENODEV) && dev.closeErr == nil {
 			dev.closeErr = err
 		}
 		dev.ctrl.close()
