@@ -290,3 +290,38 @@ func TestStackRuntime(t *testing.T) {
 		t.Errorf("stats:\n%s", out)
 	}
 }
+
+// TestSIGTERM: SIGTERM flushes (even unsynced writes), unmounts and exits.
+func TestSIGTERM(t *testing.T) {
+	needRoot(t)
+	w := t.TempDir()
+	p := func(n string) string { return filepath.Join(w, n) }
+	mustObdfs(t, "create", "--size", "67108864", p("l.data"), p("l.index"))
+	cfg := rwConfig(t, p("l.json"), p("l.data"), p("l.index"))
+	mp := mount(t, "w="+cfg)
+	data := randData(5, 2<<20)
+	f, err := os.OpenFile(filepath.Join(mp, "w"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(data, 5<<20)
+	f.Close()
+	pid := daemonPid(mp)
+	syscall.Kill(pid, syscall.SIGTERM)
+	for deadline := time.Now().Add(20 * time.Second); mounted(mp) || daemonPid(mp) != 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("daemon did not stop on SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mountAt(t, mp, "w="+cfg)
+	got := make([]byte, len(data))
+	g, err := os.Open(filepath.Join(mp, "w"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if _, err := g.ReadAt(got, 5<<20); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("data written before SIGTERM: err=%v equal=%v", err, bytes.Equal(got, data))
+	}
+}
