@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/obdfs/obdfs/remote"
+)
+
+func init() { register(&pullCmds{}) }
+
+type pullCmds struct {
+	Pull pullCmd `cmd:"" help:"Download every layer of a registry image into the blob cache (resumable; verified against the digests)."`
+}
+
+// remoteFlags are the registry options; mount takes the same ones for
+// docker:// and oci: stacks.
+type remoteFlags struct {
+	CacheDir string `default:"/var/cache/obdfs" placeholder:"DIR" help:"Persistent cache of registry blobs."`
+	CacheMax string `default:"4GiB" placeholder:"SIZE" help:"Bound of the blob cache; least recently used blobs not in use are evicted."`
+	Insecure bool   `help:"Allow plain HTTP and unverified TLS to the registry."`
+	Platform string `default:"linux/amd64" placeholder:"OS/ARCH[/VARIANT]" help:"Image to pick from a multi-platform index."`
+}
+
+func (f remoteFlags) options() (remote.Options, error) {
+	max, err := parseSize(f.CacheMax)
+	if err != nil || max <= 0 {
+		return remote.Options{}, fmt.Errorf("--cache-max %q: want a size such as 4GiB", f.CacheMax)
+	}
+	return remote.Options{CacheDir: f.CacheDir, CacheMax: max, Insecure: f.Insecure, Platform: f.Platform}, nil
+}
+
+type pullCmd struct {
+	remoteFlags
+	Jobs int    `short:"j" default:"4" help:"Range GETs in flight per layer."`
+	Ref  string `arg:"" name:"REF" help:"docker://HOST/REPO[:TAG|@DIGEST] (the docker:// may be left out)."`
+}
+
+func (c *pullCmd) Run() error {
+	o, err := c.options()
+	if err != nil {
+		return err
+	}
+	ref := c.Ref
+	if !strings.HasPrefix(ref, "docker://") && !strings.HasPrefix(ref, "oci:") {
+		ref = "docker://" + ref
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	blobs, err := remote.Resolve(ctx, ref, o)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, b := range blobs {
+			b.Close()
+		}
+	}()
+	bar := newProgress(os.Stderr)
+	for i, b := range blobs {
+		label := fmt.Sprintf("layer %d/%d %s", i+1, len(blobs), shortDigest(b.Digest()))
+		start := time.Now()
+		fetched0 := b.Stats().FetchedBytes
+		err := b.Fetch(ctx, c.Jobs, func(have, total int64) { bar.update(label, have, total) })
+		bar.done()
+		if err != nil {
+			return fmt.Errorf("pull %s: %w (run it again to resume)", c.Ref, err)
+		}
+		got := b.Stats().FetchedBytes - fetched0
+		fmt.Fprintf(os.Stderr, "%s: %s, %s fetched in %.1fs, verified\n", label, humanBytes(b.Size()), humanBytes(got), time.Since(start).Seconds())
+	}
+	return nil
+}
+
+func shortDigest(d string) string {
+	if i := strings.IndexByte(d, ':'); i >= 0 && len(d) > i+13 {
+		return d[:i+13]
+	}
+	return d
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// progress draws one line, redrawn at most 10 times a second, only on a
+// terminal (logs get the summary lines alone).
+type progress struct {
+	f    *os.File
+	tty  bool
+	mu   sync.Mutex
+	last time.Time
+	drew bool
+}
+
+func newProgress(f *os.File) *progress {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return &progress{f: f, tty: err == nil}
+}
+
+func (p *progress) update(label string, have, total int64) {
+	if !p.tty {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if time.Since(p.last) < 100*time.Millisecond && have < total {
+		return
+	}
+	p.last = time.Now()
+	const width = 30
+	fill := 0
+	if total > 0 {
+		fill = int(have * width / total)
+	}
+	fmt.Fprintf(p.f, "\r%s [%s%s] %s / %s ", label, strings.Repeat("#", fill), strings.Repeat(".", width-fill), humanBytes(have), humanBytes(total))
+	p.drew = true
+}
+
+func (p *progress) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drew {
+		fmt.Fprint(p.f, "\r\033[K")
+		p.drew = false
+	}
+}
