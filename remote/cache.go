@@ -114,8 +114,9 @@ type cacheFile struct {
 
 	persistMu sync.Mutex // serialises map rewrites
 	verifyMu  sync.Mutex // serialises digest checks
-	verifyWG  sync.WaitGroup
+	verifyWG  sync.WaitGroup // background digest checks and map saves
 	closed    bool
+	persisting atomic.Bool
 	// mismatches counts complete copies dropped for a wrong digest.
 	mismatches atomic.Int64
 }
@@ -269,8 +270,14 @@ func (cf *cacheFile) store(i int64, p []byte) error {
 				slog.Error("remote cache: complete blob failed its digest check; dropped", "file", cf.path, "err", err)
 			}
 		})
-	} else if due {
-		return cf.persist()
+	} else if due && cf.persisting.CompareAndSwap(false, true) {
+		// Off the reader's path: the fsyncs cost milliseconds.
+		cf.verifyWG.Go(func() {
+			defer cf.persisting.Store(false)
+			if err := cf.persist(); err != nil {
+				slog.Warn("remote cache: saving the map failed (fetched data will be fetched again after a restart)", "err", err)
+			}
+		})
 	}
 	return nil
 }
