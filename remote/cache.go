@@ -112,10 +112,10 @@ type cacheFile struct {
 	dirty       bool
 	lastPersist time.Time
 
-	persistMu sync.Mutex // serialises map rewrites
-	verifyMu  sync.Mutex // serialises digest checks
-	verifyWG  sync.WaitGroup // background digest checks and map saves
-	closed    bool
+	persistMu  sync.Mutex     // serialises map rewrites
+	verifyMu   sync.Mutex     // serialises digest checks
+	verifyWG   sync.WaitGroup // background digest checks and map saves
+	closed     bool
 	persisting atomic.Bool
 	// mismatches counts complete copies dropped for a wrong digest.
 	mismatches atomic.Int64
