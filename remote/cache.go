@@ -440,6 +440,10 @@ func readMap(path string) (mapFile, error) {
 	if err != nil {
 		return mapFile{}, err
 	}
+	return parseMap(b)
+}
+
+func parseMap(b []byte) (mapFile, error) {
 	if len(b) < mapHeaderSize+4 || string(b[:8]) != mapMagic || binary.LittleEndian.Uint32(b[8:]) != mapVersion {
 		return mapFile{}, errBadMap
 	}
@@ -451,7 +455,7 @@ func readMap(path string) (mapFile, error) {
 		size:  int64(binary.LittleEndian.Uint64(b[16:])),
 		chunk: int64(binary.LittleEndian.Uint64(b[24:])),
 	}
-	if m.size <= 0 || m.chunk <= 0 || m.chunk&(m.chunk-1) != 0 {
+	if m.size <= 0 || m.size > 1<<56 || m.chunk <= 0 || m.chunk > 1<<30 || m.chunk&(m.chunk-1) != 0 {
 		return mapFile{}, errBadMap
 	}
 	n := (m.size + m.chunk - 1) / m.chunk

@@ -1,0 +1,43 @@
+package remote
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+	"testing"
+)
+
+func FuzzParseContentRange(f *testing.F) {
+	for _, s := range []string{"bytes 0-0/1000", "bytes 10-19/*", "bytes 5-4/10", "bytes -1-3/4", "bytes 0-9223372036854775807/1", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, b, total, err := parseContentRange(s)
+		if err == nil && (a < 0 || b < a || (total != -1 && total <= b)) {
+			t.Fatalf("%q parsed to %d-%d/%d", s, a, b, total)
+		}
+	})
+}
+
+func FuzzParseMap(f *testing.F) {
+	good := make([]byte, mapHeaderSize+1+4)
+	copy(good, mapMagic)
+	binary.LittleEndian.PutUint32(good[8:], mapVersion)
+	binary.LittleEndian.PutUint64(good[16:], 1000)
+	binary.LittleEndian.PutUint64(good[24:], 4096)
+	good[mapHeaderSize] = 1
+	binary.LittleEndian.PutUint32(good[len(good)-4:], crc32.Checksum(good[:len(good)-4], crcTable))
+	f.Add(good)
+	f.Add([]byte("OBDFSMAP"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseMap(b)
+		if err != nil {
+			return
+		}
+		n := (m.size + m.chunk - 1) / m.chunk
+		if int64(len(m.bitmap)) != (n+7)/8 {
+			t.Fatalf("bitmap %d bytes for %d chunks", len(m.bitmap), n)
+		}
+		bits := make([]uint64, (n+63)/64)
+		copyBits(bits, m.bitmap, n)
+	})
+}
