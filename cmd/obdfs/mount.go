@@ -38,6 +38,7 @@ type mountCmd struct {
 	MaxBackground int    `default:"64" help:"Asynchronous FUSE requests the kernel keeps in flight (readahead, async direct I/O)."`
 	LogFile       string `placeholder:"FILE" help:"Daemon log (default: the mountpoint's .log beside its control socket)."`
 	DebugFUSE     bool   `name:"debug-fuse" help:"Log every FUSE request."`
+	remoteFlags
 
 	Mountpoint string   `arg:"" name:"MOUNTPOINT" help:"Directory to mount on." type:"path"`
 	Stacks     []string `arg:"" optional:"" name:"NAME=STACK" help:"Serve STACK as the file MOUNTPOINT/NAME."`
@@ -94,9 +95,13 @@ func (c *mountCmd) Run() error {
 		return c.daemonize(mp)
 	}
 
+	ro, err := c.remoteFlags.options()
+	if err != nil {
+		return err
+	}
 	cache := blockcache.New(cacheSize)
 	open := func(spec string) (disk.Disk, error) {
-		s, err := image.Open(spec, image.Options{Cache: cache})
+		s, err := image.Open(spec, image.Options{Cache: cache, Remote: ro})
 		if err != nil {
 			return nil, err
 		}
