@@ -7,7 +7,7 @@ BENCHTIME ?= 1s
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all build deps test test-short fuzz bench demo test-vm bench-ublk vet clean
+.PHONY: all build deps test test-short fuzz bench bench-go demo test-vm bench-ublk vet clean
 
 all: build
 
@@ -36,7 +36,16 @@ test-short: vet
 fuzz:
 	bash test/fuzz.sh $(FUZZTIME)
 
-bench:
+# Side by side (test/bench/side-by-side.sh): the same dataset served by obdfs
+# (lz4, zstd), qemu-storage-daemon (qcow2 zstd chain), a memory-backed go-fuse
+# file and the raw image in the page cache; medians and ratios go into
+# docs/PERFORMANCE.md. Tunables: BENCH_DATA_MB, BENCH_RUNS, BENCH_FIO_SECS,
+# BENCH_TARGETS, BENCH_TESTS, BENCH_DOC (see the script's header).
+bench: deps build
+	bash test/bench/side-by-side.sh
+
+# The Go benchmarks (testing.B) of every package.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 demo: deps build
