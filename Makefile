@@ -51,5 +51,19 @@ bench-go:
 demo: deps build
 	bash test/demo.sh
 
+# Real-kernel ublk tests: qemu (TCG) boots Debian's kernel with ublk_drv and
+# runs the ublk package tests and the CLI checks inside (test/vm/run.sh).
+# VM_KERNELS="6.12 6.1" adds Debian 12's 6.1 kernel with ublk_drv built out
+# of tree (legacy opcodes); downloads are cached in /var/cache/obdfs-vm.
+VM_KERNELS ?= 6.12
+test-vm: deps
+	bash test/vm/run.sh $(VM_KERNELS)
+
+# fio: ublk vs FUSE file through a direct-I/O loop vs loop on a flat raw copy
+# of the same STACK (default: the fixture stack). Needs a host with ublk_drv.
+BENCH_STACK ?=
+bench-ublk: deps build
+	bash test/vm/bench-ublk.sh $(BENCH_STACK)
+
 clean:
 	rm -rf bin

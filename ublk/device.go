@@ -475,9 +475,11 @@ func Features() (uint64, error) {
 	return c.features, nil
 }
 
-// Detach stops device id from any process. If its server is alive it
-// deletes the device itself when its queues drain, and Detach waits up to
-// timeout for that; if no server is alive, Detach deletes it.
+// Detach stops device id from any process. If its server is alive, the
+// server deletes the device once its queues drain, and Detach waits up to
+// timeout for that; if no server is alive, Detach deletes it. Two DEL_DEVs
+// must never race: on 6.1 they deadlock, each holding a device reference
+// while waiting for the other's to go.
 func Detach(id int, timeout time.Duration) error {
 	c, err := openControl()
 	if err != nil {
@@ -491,22 +493,33 @@ func Detach(id int, timeout time.Duration) error {
 	if di.Flags&uapi.FCmdIoctlEncode != 0 {
 		c.ioctlCodes = true
 	}
+	deadline := time.Now().Add(timeout)
+	pid := int(di.SrvPID)
+	alive := func() bool { return pid > 0 && unix.Kill(pid, 0) != unix.ESRCH }
+	serverAlive := alive()
+	if !serverAlive {
+		// 6.1 notices a dead server only from a 5 s monitor, and a DEL_DEV
+		// sent before that hangs (spec §3.5): wait until it is not LIVE.
+		for di.State == uapi.StateLive && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			if di, err = c.devInfo(uint32(id)); err != nil {
+				return err
+			}
+		}
+	}
 	if err := c.simple(uapi.CmdStopDev, uint32(id), 0); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		di, err = c.devInfo(uint32(id))
-		if errors.Is(err, unix.ENODEV) {
+	for serverAlive && alive() && time.Now().Before(deadline) {
+		if _, err := c.devInfo(uint32(id)); errors.Is(err, unix.ENODEV) {
 			return nil // the server deleted it
-		}
-		if err != nil {
+		} else if err != nil {
 			return err
 		}
-		if di.SrvPID <= 0 || unix.Kill(int(di.SrvPID), 0) == unix.ESRCH || time.Now().After(deadline) {
-			break
-		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := c.devInfo(uint32(id)); errors.Is(err, unix.ENODEV) {
+		return nil
 	}
 	// No server left to delete it (or it did not within timeout): do it here.
 	if err := c.simple(uapi.CmdDelDev, uint32(id), 0); err != nil && !errors.Is(err, unix.ENODEV) {

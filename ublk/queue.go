@@ -51,6 +51,7 @@ type queue struct {
 	fetchOp  uint32
 	commitOp uint32
 	userCopy bool
+	cmd      uapi.IOCmd // scratch for ioCmd; queue goroutine only
 
 	work    chan request
 	workers sync.WaitGroup
@@ -146,12 +147,14 @@ func (q *queue) run(ready chan<- error) {
 	q.teardown()
 }
 
+// ioCmd encodes the I/O command payload into q.cmd (a field, so the hot
+// path does not allocate) and returns its bytes.
 func (q *queue) ioCmd(tag int, res int32) []byte {
-	c := uapi.IOCmd{QID: uint16(q.id), Tag: uint16(tag), Result: res}
+	q.cmd = uapi.IOCmd{QID: uint16(q.id), Tag: uint16(tag), Result: res}
 	if !q.userCopy {
-		c.Addr = uapi.Ptr(q.buf(tag))
+		q.cmd.Addr = uapi.Ptr(q.buf(tag))
 	}
-	return uapi.Bytes(&c)
+	return uapi.Bytes(&q.cmd)
 }
 
 func (q *queue) prep(op uint32, tag int, res int32) error {

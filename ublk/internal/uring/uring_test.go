@@ -3,6 +3,7 @@ package uring
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -157,5 +158,29 @@ func TestRoundUpPow2(t *testing.T) {
 		if got := RoundUpPow2(tt.in); got != tt.want {
 			t.Errorf("RoundUpPow2(%d) = %d, want %d", tt.in, got, tt.want)
 		}
+	}
+}
+
+// BenchmarkNop is the ring's own cost: prepare, submit and reap NOPs, batch
+// requests per io_uring_enter (the queue loop commits in batches likewise).
+func BenchmarkNop(b *testing.B) {
+	for _, batch := range []int{1, 16} {
+		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
+			r, err := New(32, 0)
+			if err != nil {
+				b.Skipf("io_uring not available here: %v", err)
+			}
+			defer r.Close()
+			b.ReportAllocs()
+			for i := 0; i < b.N; i += batch {
+				for j := 0; j < batch; j++ {
+					r.PrepNop(uint64(j))
+				}
+				if err := r.Submit(uint32(batch)); err != nil {
+					b.Fatal(err)
+				}
+				r.Reap(func(CQE) {})
+			}
+		})
 	}
 }
