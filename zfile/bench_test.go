@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -104,6 +106,40 @@ func BenchmarkReadAt(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// BenchmarkReadAtFile reads through an *os.File (page cache warm), where
+// each batch costs a pread: this is where the batch size shows.
+func BenchmarkReadAtFile(b *testing.B) {
+	for _, algo := range []Algorithm{LZ4, Zstd} {
+		for _, size := range []int{4096, 1 << 20} {
+			b.Run(fmt.Sprintf("%v/seq%dk", algo, size>>10), func(b *testing.B) {
+				p := filepath.Join(b.TempDir(), "bench.zfile")
+				if err := os.WriteFile(p, benchFile(b, algo), 0o644); err != nil {
+					b.Fatal(err)
+				}
+				f, err := os.Open(p)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				st, _ := f.Stat()
+				z, err := NewReader(f, st.Size())
+				if err != nil {
+					b.Fatal(err)
+				}
+				buf := make([]byte, size)
+				b.SetBytes(int64(size))
+				off := int64(0)
+				for b.Loop() {
+					if _, err := z.ReadAt(buf, off); err != nil {
+						b.Fatal(err)
+					}
+					off = (off + int64(size)) % benchSize
+				}
+			})
+		}
+	}
+}
 
 // BenchmarkWrite compresses the same 64 MiB.
 func BenchmarkWrite(b *testing.B) {

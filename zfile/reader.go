@@ -21,9 +21,10 @@ const maxStoredLen = 128 << 10
 
 // batchSize is the size of the pooled buffers that hold the compressed bytes
 // of a run of consecutive blocks fetched with one backing ReadAt. It must be
-// at least maxStoredLen. overlaybd uses 64 KiB; see docs/PERFORMANCE.md for
-// why we use more.
-const batchSize = 256 << 10
+// at least maxStoredLen. overlaybd uses 64 KiB; 64 KiB to 1 MiB measured
+// within noise of each other (docs/PERFORMANCE.md), and 128 KiB is the
+// smallest that holds any block we accept.
+const batchSize = 128 << 10
 
 // indexChunk is how many index bytes are read at a time on open, so a huge
 // index never needs one huge buffer (overlaybd reads it in 1 MiB chunks too).
