@@ -62,7 +62,9 @@ type options struct {
 func WithName(name string) Option { return func(o *options) { o.name = name } }
 
 // WithCache serves decoded blocks through c. layer identifies the content
-// (e.g. its digest): Readers opened with the same identity share blocks.
+// (e.g. its digest): Readers opened with the same identity share blocks, so
+// it must differ for different content. An empty layer gets an identity of
+// its own.
 func WithCache(c *blockcache.Cache, layer string) Option {
 	return func(o *options) { o.cache, o.layer = c, layer }
 }
@@ -232,6 +234,10 @@ func NewReader(r io.ReaderAt, size int64, opts ...Option) (*Reader, error) {
 
 	if o.cache != nil {
 		z.cache = o.cache
+		if o.layer == "" {
+			// No identity: never share blocks with another Reader.
+			o.layer = fmt.Sprintf("zfile:%s:%p", o.name, z)
+		}
 		z.layerID = o.cache.LayerID(o.layer)
 		z.fillers.New = func() any { f := &filler{z: z}; f.fn = f.fill; return f }
 	}
