@@ -200,4 +200,3 @@ func TestConcurrentReads(t *testing.T) {
 		}
 	}
 }
-
