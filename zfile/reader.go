@@ -2,8 +2,10 @@ package zfile
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/bits"
 	"sync"
 
@@ -117,7 +119,14 @@ type Reader struct {
 	deltas  []uint16 // offset of each block (and of the end) from its group base
 	cache   *blockcache.Cache
 	layerID uint64
-	fillers sync.Pool // *filler, for the cached path
+	fillers sync.Pool   // *filler, for the cached path
+	inv     invalidator // non-nil when the backing data can be refetched
+}
+
+// invalidator is implemented by backing data that can drop a range and
+// fetch it again on the next read (a registry blob's persistent cache).
+type invalidator interface {
+	Invalidate(off, length int64) error
 }
 
 // Is reports whether r starts with the ZFile magic.
@@ -135,6 +144,7 @@ func NewReader(r io.ReaderAt, size int64, opts ...Option) (*Reader, error) {
 		f(&o)
 	}
 	z := &Reader{r: r, name: o.name}
+	z.inv, _ = r.(invalidator)
 	ferr := func(off int64, field string, err error, format string, args ...any) error {
 		return &FormatError{File: o.name, Offset: off, Field: field, Msg: fmt.Sprintf(format, args...), Err: err}
 	}
@@ -408,7 +418,7 @@ func (z *Reader) readDirect(p []byte, off int64) (int, error) {
 			blen := z.blockLen(k)
 			lo, hi := max(off, bstart), min(end, bstart+int64(blen))
 			if lo == bstart && hi == bstart+int64(blen) {
-				if err := z.decode(k, stored, p[lo-off:hi-off]); err != nil {
+				if err := z.decodeOrHeal(k, stored, p[lo-off:hi-off]); err != nil {
 					return done, err
 				}
 			} else {
@@ -416,7 +426,7 @@ func (z *Reader) readDirect(p []byte, off int64) (int, error) {
 					sp = blockPool.Get().(*[]byte)
 				}
 				tmp := (*sp)[:blen]
-				if err := z.decode(k, stored, tmp); err != nil {
+				if err := z.decodeOrHeal(k, stored, tmp); err != nil {
 					return done, err
 				}
 				copy(p[lo-off:hi-off], tmp[lo-bstart:hi-bstart])
@@ -426,6 +436,32 @@ func (z *Reader) readDirect(p []byte, off int64) (int, error) {
 		i = j
 	}
 	return done, nil
+}
+
+// decodeOrHeal is decode, plus self-healing: when block k fails its CRC
+// or does not decode and the backing data can be refetched, the block's
+// stored range is dropped, read again and decoded once more. If it is still
+// bad it is dropped again (so no bad copy stays cached) and the read fails:
+// never wrong bytes.
+func (z *Reader) decodeOrHeal(k int, stored, dst []byte) error {
+	err := z.decode(k, stored, dst)
+	if err == nil || z.inv == nil || !(errors.Is(err, ErrChecksum) || errors.Is(err, ErrCorrupt)) {
+		return err
+	}
+	off, n := z.blockOff(k), z.blockOff(k+1)-z.blockOff(k)
+	if ierr := z.inv.Invalidate(off, n); ierr != nil {
+		return fmt.Errorf("%w (refetch impossible: %v)", err, ierr)
+	}
+	fresh := make([]byte, n) // error path: allocating is fine
+	if rerr := z.readFull(fresh, off); rerr != nil {
+		return fmt.Errorf("%w (refetch failed: %v)", err, rerr)
+	}
+	if err2 := z.decode(k, fresh, dst); err2 != nil {
+		z.inv.Invalidate(off, n)
+		return fmt.Errorf("%w (still bad after a refetch)", err2)
+	}
+	slog.Warn("zfile: block failed its check; refetched it and it is good now", "file", z.name, "block", k, "offset", off, "error", err)
+	return nil
 }
 
 // decode checks the CRC of stored block k and decompresses it into dst,
@@ -499,7 +535,7 @@ func (f *filler) fill(buf []byte) (int, error) {
 	}
 	stored := (*f.bp)[z.blockOff(k)-f.start : z.blockOff(k+1)-f.start]
 	blen := z.blockLen(k)
-	if err := z.decode(k, stored, buf[:blen]); err != nil {
+	if err := z.decodeOrHeal(k, stored, buf[:blen]); err != nil {
 		return 0, err
 	}
 	return blen, nil
