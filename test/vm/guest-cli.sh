@@ -53,6 +53,11 @@ if attach /tmp/b --id 1 "$STACK_RW"; then
     dd if=/dev/ublkb1 of=/tmp/back.bin bs=64k skip=17 count=16 iflag=direct 2>/dev/null
     check "written data back after re-attach" cmp /tmp/back.bin /data/pattern.bin
     check "whole writable device sha256" [ "$(shaof /dev/ublkb1)" = "$SHA_RW" ]
+    # DISCARD (blkdiscard) must make the range read as zeros.
+    check "blkdiscard 1 MiB at 1 MiB" blkdiscard -o 1048576 -l 1048576 /dev/ublkb1
+    dd if=/dev/zero of=/tmp/zero.bin bs=64k count=16 2>/dev/null
+    dd if=/dev/ublkb1 of=/tmp/disc.bin bs=64k skip=16 count=16 iflag=direct 2>/dev/null
+    check "discarded range reads as zeros" cmp /tmp/disc.bin /tmp/zero.bin
     check "detach 1" detach 1
   else
     bad "re-attach writable stack"
