@@ -22,16 +22,16 @@ func openRemote(spec string, o Options) (*Stack, error) {
 		return nil, err
 	}
 	s := &Stack{}
-	for i, b := range blobs {
-		l, err := openBlobLayer(b, o)
+	s.lowers, err = openLayers(len(blobs), func(i int) (*Layer, error) {
+		l, err := openBlobLayer(blobs[i], o)
 		if err != nil {
-			for _, b := range blobs[i:] {
-				b.Close()
-			}
-			s.closeLayers()
+			blobs[i].Close()
 			return nil, fmt.Errorf("%s: layer %d: %w", spec, i, err)
 		}
-		s.lowers = append(s.lowers, l)
+		return l, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := s.finish(nil, o); err != nil {
 		return nil, err

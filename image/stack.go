@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/obdfs/obdfs/blockcache"
 	"github.com/obdfs/obdfs/disk"
@@ -100,12 +101,15 @@ func OpenConfig(c *Config, o Options) (_ *Stack, err error) {
 			s.closeLayers()
 		}
 	}()
-	for i, lc := range c.Lowers {
-		l, err := openLower(c, lc, o)
+	s.lowers, err = openLayers(len(c.Lowers), func(i int) (*Layer, error) {
+		l, err := openLower(c, c.Lowers[i], o)
 		if err != nil {
 			return nil, fmt.Errorf("lowers[%d]: %w", i, err)
 		}
-		s.lowers = append(s.lowers, l)
+		return l, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := s.finish(&c.Upper, o); err != nil {
 		return nil, err
@@ -166,6 +170,39 @@ func openLower(c *Config, lc LowerConfig, o Options) (*Layer, error) {
 // openRemoteLower is replaced when registry support is built in.
 var openRemoteLower = func(c *Config, lc LowerConfig, o Options) (*Layer, error) {
 	return nil, fmt.Errorf("layer %s: remote layers (repoBlobUrl %q) are not supported by this build", lc.Digest, c.RepoBlobURL)
+}
+
+// openParallel bounds how many layers are opened at once. Opening reads
+// headers, trailers and indexes: from a registry each is a round trip, so
+// opening layers side by side makes a cold mount take about as long as its
+// slowest layer rather than the sum of all.
+const openParallel = 8
+
+// openLayers opens n layers with open, in parallel, and returns them in
+// order. On error every layer already opened is closed.
+func openLayers(n int, open func(i int) (*Layer, error)) ([]*Layer, error) {
+	out := make([]*Layer, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, openParallel)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out[i], errs[i] = open(i)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, l := range out {
+			if l != nil {
+				l.Close()
+			}
+		}
+		return nil, err
+	}
+	return out, nil
 }
 
 // Layers reports every layer, bottom first, the writable upper last.
