@@ -12,6 +12,7 @@ pkgs=(
   qemu-system-common
   busybox-static   # initramfs for the ublk VM tests
   cpio xz-utils kmod zstd
+  gcc make         # out-of-tree ublk_drv build for the 6.1 guest kernel
   docker-registry  # real registry on loopback
   apache2-utils    # htpasswd for the registry basic-auth test
   fio              # benchmarks

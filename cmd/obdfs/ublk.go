@@ -36,7 +36,8 @@ type ublkAttachCmd struct {
 	NoUserCopy bool   `name:"no-user-copy" help:"Move data through buffer addresses even where the kernel offers USER_COPY."`
 	NoRecovery bool   `name:"no-recovery" help:"Create the device without user recovery: it disappears when the server dies."`
 	CacheSize  string `default:"256MiB" placeholder:"SIZE" help:"Decoded-block cache."`
-	Stack      string `arg:"" name:"STACK" help:"Image config (*.json) or layer files, comma-separated, bottom first."`
+	remoteFlags
+	Stack string `arg:"" name:"STACK" help:"Image config (*.json), layer files (comma-separated, bottom first), docker://REF or oci:DIR[:TAG]."`
 }
 
 func (c *ublkAttachCmd) Run() error {
@@ -55,7 +56,11 @@ func (c *ublkAttachCmd) Run() error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	s, err := image.Open(c.Stack, image.Options{Cache: blockcache.New(cacheSize)})
+	ro, err := c.remoteFlags.options()
+	if err != nil {
+		return err
+	}
+	s, err := image.Open(c.Stack, image.Options{Cache: blockcache.New(cacheSize), Remote: ro})
 	if err != nil {
 		return err
 	}
