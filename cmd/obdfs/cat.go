@@ -20,7 +20,7 @@ type catCmd struct {
 	Offset int64  `help:"Start at this byte offset of the virtual disk." default:"0"`
 	Length int64  `help:"Write this many bytes (default: to the end of the disk)." default:"-1"`
 	remoteFlags
-	Stack  string `arg:"" name:"STACK" help:"Image config (*.json) or layer files, comma-separated, bottom first."`
+	Stack string `arg:"" name:"STACK" help:"Image config (*.json) or layer files, comma-separated, bottom first."`
 }
 
 func (c *catCmd) Run() error {
