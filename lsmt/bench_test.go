@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
-	"sort"
 	"testing"
 )
 
@@ -25,32 +24,99 @@ func benchIndex(n int) ([]Record, uint64) {
 
 var sinkInt int
 
+// Lookup strategies compared in the same run. everyEnd is the previous
+// design (an S-tree over every record's end, then the 32-byte Record array:
+// two cache misses at the bottom); binarySearch is what overlaybd's
+// lower_bound does.
+type lookupFunc func(dst []Record, offset, length uint64) []Record
+
+func lookupVariants(b *testing.B, rs []Record) []struct {
+	name   string
+	lookup lookupFunc
+} {
+	ix := mustIndex(b, rs)
+	ends := make([]uint64, len(rs))
+	for i, r := range rs {
+		ends[i] = r.End()
+	}
+	var every stree
+	every.build(ends)
+	trimFrom := func(dst []Record, i int, offset, length uint64) []Record {
+		end := offset + length
+		for ; i < len(rs) && rs[i].Offset < end; i++ {
+			dst = append(dst, rs[i].trim(offset, end))
+		}
+		return dst
+	}
+	return []struct {
+		name   string
+		lookup lookupFunc
+	}{
+		{"index", ix.Lookup},
+		{"stree-every-end", func(dst []Record, offset, length uint64) []Record {
+			return trimFrom(dst, every.lowerBound(offset+1), offset, length)
+		}},
+		{"binarysearch", func(dst []Record, offset, length uint64) []Record {
+			lo, hi := 0, len(rs)
+			for lo < hi {
+				m := int(uint(lo+hi) >> 1)
+				if rs[m].End() <= offset {
+					lo = m + 1
+				} else {
+					hi = m
+				}
+			}
+			return trimFrom(dst, lo, offset, length)
+		}},
+	}
+}
+
+// BenchmarkLookup is one 4 KiB read at a random sector of the whole range:
+// the search plus reading the record(s) found. Iterations are independent,
+// like concurrent random reads of a block device.
 func BenchmarkLookup(b *testing.B) {
 	for _, n := range []int{1000, 100_000, 1_000_000} {
 		rs, space := benchIndex(n)
-		ix := mustIndex(b, rs)
 		qs := make([]uint64, 1<<16)
 		rng := rand.New(rand.NewPCG(2, 3))
 		for i := range qs {
 			qs[i] = rng.Uint64N(space)
 		}
-		b.Run(fmt.Sprintf("segments=%s", human(n)), func(b *testing.B) {
-			b.ReportAllocs()
-			s := 0
-			for i := 0; b.Loop(); i++ {
-				s += ix.Find(qs[i&(len(qs)-1)])
-			}
-			sinkInt = s
-		})
-		// Baseline: binary search over the records (like overlaybd's lower_bound).
-		b.Run(fmt.Sprintf("binarysearch/segments=%s", human(n)), func(b *testing.B) {
-			s := 0
-			for i := 0; b.Loop(); i++ {
-				q := qs[i&(len(qs)-1)]
-				s += sort.Search(len(rs), func(j int) bool { return rs[j].End() > q })
-			}
-			sinkInt = s
-		})
+		for _, v := range lookupVariants(b, rs) {
+			b.Run(fmt.Sprintf("segments=%s/%s", human(n), v.name), func(b *testing.B) {
+				b.ReportAllocs()
+				dst := make([]Record, 0, 16)
+				s := 0
+				for i := 0; b.Loop(); i++ {
+					s += len(v.lookup(dst[:0], qs[i&(len(qs)-1)], 8))
+				}
+				sinkInt = s
+			})
+		}
+	}
+}
+
+// BenchmarkLookupScan is a sequential 1 MiB read: each lookup starts where
+// the previous one ended and walks consecutive records.
+func BenchmarkLookupScan(b *testing.B) {
+	const sectors = 1 << 20 / SectorSize
+	for _, n := range []int{1000, 100_000, 1_000_000} {
+		rs, space := benchIndex(n)
+		for _, v := range lookupVariants(b, rs)[:2] {
+			b.Run(fmt.Sprintf("segments=%s/%s", human(n), v.name), func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(1 << 20)
+				dst := make([]Record, 0, 256)
+				s, off := 0, uint64(0)
+				for b.Loop() {
+					s += len(v.lookup(dst[:0], off, sectors))
+					if off += sectors; off >= space {
+						off = 0
+					}
+				}
+				sinkInt = s
+			})
+		}
 	}
 }
 
@@ -162,5 +228,27 @@ func BenchmarkRWWrite(b *testing.B) {
 		if _, err := f.WriteAt(p, rng.Int64N(1<<30/4096)*4096); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkMemLatency chases pointers through a random cycle of 64-byte
+// lines: each load waits for the previous one, so ns/op is this machine's
+// latency per cache or DRAM miss at that working-set size, the floor under
+// BenchmarkLookup at 1M segments.
+func BenchmarkMemLatency(b *testing.B) {
+	for _, size := range []int{16 << 10, 1 << 20, 16 << 20, 64 << 20} {
+		lines := size / 64
+		next := make([]int, lines*8) // one int used per 64-byte line
+		perm := rand.New(rand.NewPCG(4, 5)).Perm(lines)
+		for i, p := range perm {
+			next[p*8] = perm[(i+1)%lines] * 8
+		}
+		b.Run(fmt.Sprintf("size=%dKiB", size>>10), func(b *testing.B) {
+			p := 0
+			for b.Loop() {
+				p = next[p]
+			}
+			sinkInt = p
+		})
 	}
 }

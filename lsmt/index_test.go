@@ -1,6 +1,7 @@
 package lsmt
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"reflect"
 	"sort"
@@ -51,6 +52,8 @@ func TestNewIndexRejects(t *testing.T) {
 		"overlap":  recs([4]uint64{0, 10, 8}, [4]uint64{5, 10, 8}),
 		"unsorted": recs([4]uint64{20, 10, 8}, [4]uint64{5, 10, 8}),
 		"length":   {{Offset: 0, Length: MaxLength + 1}},
+		"moffset":  {{Offset: 0, Length: 1, MOffset: MaxMOffset + 1, Zeroed: true}},
+		"mend":     {{Offset: 0, Length: 2, MOffset: MaxMOffset}},
 	} {
 		if _, err := NewIndex(r); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -206,6 +209,81 @@ func TestSTree(t *testing.T) {
 			if got := st.lowerBound(x); got != want {
 				t.Fatalf("n=%d lowerBound(%d)=%d want %d", n, x, got, want)
 			}
+		}
+	}
+}
+
+// randomRecords returns n valid records from start on, with random gaps,
+// lengths, flags, tags and mapped sectors up to MaxMOffset.
+func randomRecords(rng *rand.Rand, n int, start uint64) []Record {
+	rs := make([]Record, n)
+	off := start
+	for i := range rs {
+		off += uint64(rng.IntN(4)) * uint64(1+rng.IntN(20))
+		l := 1 + uint64(rng.IntN(40))
+		if rng.IntN(50) == 0 {
+			l = MaxLength
+		}
+		r := Record{Offset: off, Length: l, MOffset: rng.Uint64N(MaxMOffset - l + 2), Zeroed: rng.IntN(3) == 0, Tag: uint8(rng.IntN(255))}
+		if r.Zeroed && rng.IntN(2) == 0 {
+			r.MOffset = MaxMOffset
+		}
+		rs[i] = r
+		off += l
+	}
+	return rs
+}
+
+// Differential: Find and Lookup against a scan of the records, for sizes
+// around the leaf group and tree node boundaries and offsets up to the end
+// of the address space.
+func TestIndexFindRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{0, 1, 2, 15, 16, 17, 31, 32, 33, 255, 256, 257, 4095, 4096, 4097, 20000} {
+		for _, start := range []uint64{0, 1000, InvalidOffset - uint64(n)*200 - MaxLength*uint64(n/50+1)} {
+			rs := randomRecords(rng, n, start)
+			ix := mustIndex(t, append([]Record(nil), rs...))
+			var last uint64
+			if n > 0 {
+				last = rs[n-1].End()
+			}
+			queries := []uint64{0, start, last - 1, last, last + 1, InvalidOffset, 1<<64 - 2}
+			for range 3000 {
+				queries = append(queries, start+rng.Uint64N(last-start+50))
+			}
+			for _, q := range queries {
+				want := sort.Search(n, func(i int) bool { return rs[i].End() > q })
+				if got := ix.Find(q); got != want {
+					t.Fatalf("n=%d start=%d: Find(%d) = %d, want %d", n, start, q, got, want)
+				}
+				length := uint64(1 + rng.IntN(3000))
+				var wantL []Record
+				for i := want; i < n && rs[i].Offset < q+length; i++ {
+					wantL = append(wantL, rs[i].trim(q, q+length))
+				}
+				if got := ix.Lookup(nil, q, length); !reflect.DeepEqual(got, wantL) {
+					t.Fatalf("n=%d start=%d: Lookup(%d, %d) = %v, want %v", n, start, q, length, got, wantL)
+				}
+			}
+		}
+	}
+}
+
+// The packed leaves hold records in their on-disk layout, losslessly.
+func TestPackedRecord(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, r := range append(randomRecords(rng, 1000, InvalidOffset-1000*MaxLength), invalidRecord,
+		Record{Offset: InvalidOffset - 1, Length: 1, MOffset: MaxMOffset, Zeroed: true, Tag: 254}) {
+		p := packRecord(r)
+		var b [RecordSize]byte
+		r.Encode(b[:])
+		if p.w0 != binary.LittleEndian.Uint64(b[:]) || p.w1 != binary.LittleEndian.Uint64(b[8:]) {
+			t.Fatalf("%v packs as %#x %#x, on disk %x", r, p.w0, p.w1, b)
+		}
+		var got Record
+		p.decode(&got)
+		if got != r || p.end() != r.End() {
+			t.Fatalf("%v round-trips as %v (end %d)", r, got, p.end())
 		}
 	}
 }
