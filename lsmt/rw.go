@@ -15,18 +15,26 @@ type CreateOptions struct {
 	VirtualSize int64  // bytes; 0 = inherit from the lowers when stacked
 	UUID        string // "" = random v4
 	ParentUUID  string // "" = null
-	Sparse      bool   // sparse layer (spec §1.6.4): not supported yet
+	// Sparse makes a sparse layer (overlaybd-create -s, spec §1.6.4): the
+	// data file holds sector s at byte 4096+s×512 and no index is kept.
+	Sparse bool
 }
 
-// RWFile is overlaybd's append-only writable layer (spec §1.6.3): a data
-// file (header, then every write's payload appended) and an index file
-// (header, then a log of one record per write or discard).
+// RWFile is a writable layer, in one of overlaybd's two forms:
+//
+//   - append-only (spec §1.6.3): a data file (header, then every write's
+//     payload appended) and an index file (header, then a log of one record
+//     per write or discard);
+//   - sparse (spec §1.6.4, [RWFile.Sparse]): only a data file, header flags
+//     0x13, virtual sector s stored at byte 4096+s×512; the index is rebuilt
+//     from the file's allocated extents on open. See sparse.go.
 //
 // WriteAt and Discard are serialized; ReadAt may run concurrently with them
 // and with each other.
 type RWFile struct {
 	dataPath, indexPath string
-	data, index         *os.File
+	data, index         *os.File // index is nil for a sparse layer
+	sparse              bool
 
 	mu       sync.Mutex // append position; held by WriteAt, Discard, Sync
 	dataEnd  int64      // bytes; next data append position
@@ -36,7 +44,7 @@ type RWFile struct {
 	idx    *MemIndex
 	closed bool
 
-	hdr   Header       // index file header (authoritative vsize/uuid)
+	hdr   Header       // index file header (authoritative vsize/uuid); data file header if sparse
 	vsize atomic.Int64 // bytes
 
 	reads, bytes atomic.Int64
@@ -45,9 +53,6 @@ type RWFile struct {
 // Create makes a new writable layer: both files are created exclusively
 // with mode 0644 and get their headers.
 func Create(dataPath, indexPath string, o CreateOptions) (*RWFile, error) {
-	if o.Sparse {
-		return nil, fmt.Errorf("lsmt %s: sparse writable layers are not supported", dataPath)
-	}
 	if o.VirtualSize < 0 || o.VirtualSize%SectorSize != 0 {
 		return nil, fmt.Errorf("lsmt %s: virtual size %d: %w", dataPath, o.VirtualSize, ErrAlignment)
 	}
@@ -56,12 +61,18 @@ func Create(dataPath, indexPath string, o CreateOptions) (*RWFile, error) {
 		u = NewUUID()
 	}
 	dh := newHeader(FlagHeader | FlagData)
+	if o.Sparse {
+		dh.Flags |= FlagSparse
+	}
 	dh.VirtualSize = uint64(o.VirtualSize)
 	if err := dh.SetUUID(u); err != nil {
 		return nil, err
 	}
 	if err := dh.SetParentUUID(o.ParentUUID); err != nil {
 		return nil, err
+	}
+	if o.Sparse {
+		return createSparse(dataPath, indexPath, &dh)
 	}
 	ih := dh
 	ih.Flags = FlagHeader
@@ -105,26 +116,25 @@ func createWith(path string, h *Header) (*os.File, error) {
 // (logged, but the data never reached the disk) are dropped with a warning;
 // both are cut off the index file so later appends don't revive them. A bad
 // record followed by good ones is an error.
+//
+// A data file whose header has the sparse flag opens as a sparse layer
+// (see sparse.go); its index file is then neither needed nor read, as in
+// overlaybd's open_file_rw, so indexPath may be empty or name a missing or
+// empty file.
 func OpenRW(dataPath, indexPath string) (*RWFile, error) {
 	df, err := os.OpenFile(dataPath, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
-	xf, err := os.OpenFile(indexPath, os.O_RDWR, 0)
+	f, err := openRWData(df, dataPath, indexPath)
 	if err != nil {
 		df.Close()
-		return nil, err
-	}
-	f, err := openRW(df, xf, dataPath, indexPath)
-	if err != nil {
-		df.Close()
-		xf.Close()
 		return nil, err
 	}
 	return f, nil
 }
 
-func openRW(df, xf *os.File, dataPath, indexPath string) (*RWFile, error) {
+func openRWData(df *os.File, dataPath, indexPath string) (*RWFile, error) {
 	dh, dsize, err := readFileHeader(df, dataPath)
 	if err != nil {
 		return nil, err
@@ -132,9 +142,25 @@ func openRW(df, xf *os.File, dataPath, indexPath string) (*RWFile, error) {
 	if !dh.IsHeader() || !dh.IsData() {
 		return nil, formatErr(dataPath, 0, "header.flags", "flags %#x: want header and data-file bits", dh.Flags)
 	}
-	if dh.IsSparse() {
-		return nil, fmt.Errorf("lsmt %s: sparse writable layers are not supported", dataPath)
+	if dh.IsSealed() {
+		return nil, formatErr(dataPath, 0, "header.flags", "flags %#x: a sealed layer is read-only", dh.Flags)
 	}
+	if dh.IsSparse() {
+		return openSparse(df, dataPath, indexPath, dh, dsize)
+	}
+	xf, err := os.OpenFile(indexPath, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	f, err := openRW(df, xf, dataPath, indexPath, dsize)
+	if err != nil {
+		xf.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func openRW(df, xf *os.File, dataPath, indexPath string, dsize int64) (*RWFile, error) {
 	ih, isize, err := readFileHeader(xf, indexPath)
 	if err != nil {
 		return nil, err
@@ -248,7 +274,8 @@ func readFileHeader(f *os.File, name string) (Header, int64, error) {
 func (f *RWFile) DataPath() string  { return f.dataPath }
 func (f *RWFile) IndexPath() string { return f.indexPath }
 
-// Header returns the index file's header.
+// Header returns the index file's header (a sparse layer's data file
+// header).
 func (f *RWFile) Header() Header {
 	f.imu.RLock()
 	defer f.imu.RUnlock()
@@ -261,18 +288,27 @@ func (f *RWFile) VirtualSize() int64 { return f.vsize.Load() }
 // Size is VirtualSize.
 func (f *RWFile) Size() int64 { return f.VirtualSize() }
 
-// UUID and ParentUUID come from the index file's header.
+// UUID and ParentUUID come from the index file's header (a sparse layer's
+// data file header).
 func (f *RWFile) UUID() string       { h := f.Header(); return h.UUIDString() }
 func (f *RWFile) ParentUUID() string { h := f.Header(); return h.ParentUUIDString() }
 
+// Sparse reports whether this is a sparse layer (spec §1.6.4).
+func (f *RWFile) Sparse() bool { return f.sparse }
+
 // SetVirtualSize rewrites the virtual size in both headers (overlaybd
-// update_vsize), e.g. when a layer created with size 0 is stacked.
+// update_vsize), e.g. when a layer created with size 0 is stacked. A sparse
+// layer has only the data file's header; its data file is resized to
+// 4096+vs, and it cannot shrink.
 func (f *RWFile) SetVirtualSize(vs int64) error {
 	if vs < 0 || vs%SectorSize != 0 {
 		return fmt.Errorf("lsmt %s: virtual size %d: %w", f.dataPath, vs, ErrAlignment)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.sparse {
+		return f.setSparseSizeLocked(vs)
+	}
 	for _, x := range []struct {
 		f    *os.File
 		name string
@@ -313,10 +349,19 @@ func (f *RWFile) WriteAt(p []byte, off int64) (int, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.sparse {
+		if err := f.checkSparseRange(off, int64(len(p))); err != nil {
+			return 0, fmt.Errorf("lsmt %s: write: %w", f.dataPath, err)
+		}
+	}
 	n := 0
 	for len(p) > 0 {
 		c := min(len(p), MaxIOSize)
-		if err := f.appendLocked(p[:c], off); err != nil {
+		put := f.appendLocked
+		if f.sparse {
+			put = f.writeSparseLocked
+		}
+		if err := put(p[:c], off); err != nil {
 			return n, err
 		}
 		n += c
@@ -360,6 +405,9 @@ func (f *RWFile) Discard(off, length int64) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.sparse {
+		return f.discardSparseLocked(off, length)
+	}
 	for length > 0 {
 		if f.isClosed() {
 			return ErrClosed
@@ -375,7 +423,8 @@ func (f *RWFile) Discard(off, length int64) error {
 }
 
 // Sync makes every acknowledged write and discard durable: the data file is
-// synced before the index, so a synced record never points at lost data.
+// synced before the index, so a synced record never points at lost data. A
+// sparse layer has only the data file.
 func (f *RWFile) Sync() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -384,6 +433,9 @@ func (f *RWFile) Sync() error {
 	}
 	if err := f.data.Sync(); err != nil {
 		return fmt.Errorf("lsmt %s: sync: %w", f.dataPath, err)
+	}
+	if f.index == nil {
+		return nil
 	}
 	if err := f.index.Sync(); err != nil {
 		return fmt.Errorf("lsmt %s: sync: %w", f.indexPath, err)
@@ -402,6 +454,9 @@ func (f *RWFile) Close() error {
 	}
 	f.closed = true
 	f.imu.Unlock()
+	if f.index == nil {
+		return f.data.Close()
+	}
 	return errors.Join(f.data.Close(), f.index.Close())
 }
 

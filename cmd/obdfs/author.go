@@ -25,7 +25,7 @@ type authorCmds struct {
 }
 
 type createCmd struct {
-	Sparse bool   `short:"s" help:"Sparse writable layer (data at its virtual offset, no index log)."`
+	Sparse bool   `short:"s" help:"Sparse writable layer, like overlaybd-create -s: the data file holds the disk at its virtual offsets (header + VSIZE bytes, holes unwritten); the index file stays empty."`
 	Parent string `short:"u" name:"parent-uuid" placeholder:"UUID" help:"Parent layer UUID."`
 	UUID   string `name:"uuid" help:"Layer UUID (default: random)."`
 	Size   int64  `name:"size" placeholder:"BYTES" help:"Virtual size in bytes (a multiple of 512); overrides VSIZE_GIB."`

@@ -218,6 +218,32 @@ func TestCreate(t *testing.T) {
 	runFail(t, "512", "create", "--size", "1000", data+"2", index+"2")
 }
 
+// create -s makes an overlaybd sparse layer: a data file with flags 0x13
+// sized header + vsize, and an empty index file; it commits like any layer.
+func TestCreateSparse(t *testing.T) {
+	dir := t.TempDir()
+	data, index := filepath.Join(dir, "d"), filepath.Join(dir, "i")
+	run(t, "create", "-s", "-u", "0bd00002-0000-4000-8000-000000000002", data, index, "1")
+	info := run(t, "info", data)
+	for _, want := range []string{"sparse writable layer data file", "flags 0x13", "1073741824", "0BD00002-0000-4000-8000-000000000002"} {
+		if !strings.Contains(info, want) {
+			t.Fatalf("info lacks %q:\n%s", want, info)
+		}
+	}
+	if st, err := os.Stat(data); err != nil || st.Size() != 4096+1<<30 {
+		t.Fatalf("data file: %v %v", st, err)
+	}
+	if st, err := os.Stat(index); err != nil || st.Size() != 0 {
+		t.Fatalf("index file: %v %v", st, err)
+	}
+	out := filepath.Join(dir, "c")
+	run(t, "commit", data, index, out)
+	if info := run(t, "info", out); !strings.Contains(info, "read-only layer") || !strings.Contains(info, "1073741824") {
+		t.Fatalf("committed sparse layer:\n%s", info)
+	}
+	runFail(t, "exist", "create", "-s", data, index+"2", "1")
+}
+
 func TestHelp(t *testing.T) {
 	out := run(t, "--help")
 	for _, cmd := range []string{"create", "commit", "zfile", "info", "cat"} {
