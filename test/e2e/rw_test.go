@@ -202,8 +202,10 @@ func TestKill9(t *testing.T) {
 	go func() { _, err := os.ReadFile(file); done <- err }()
 	select {
 	case err := <-done:
-		if !errors.Is(err, syscall.ENOTCONN) {
-			t.Errorf("read on the dead mount: %v, want ENOTCONN", err)
+		// ENOTCONN once the connection is dead; ECONNABORTED for a request
+		// that raced with the kernel aborting it.
+		if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+			t.Errorf("read on the dead mount: %v, want ENOTCONN or ECONNABORTED", err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("read on the dead mount hangs")
