@@ -212,7 +212,10 @@ func (s *Stack) Layers() []disk.LayerInfo {
 		out = append(out, l.Info())
 	}
 	if s.upper != nil {
-		out = append(out, disk.LayerInfo{Name: s.upperN, Identity: "rw:" + s.upperN, Kind: "rw"})
+		all := s.Stack.Layers() // the upper's counters live in lsmt
+		u := all[len(all)-1]
+		u.Identity = "rw:" + s.upperN
+		out = append(out, u)
 	}
 	return out
 }

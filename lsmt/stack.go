@@ -202,7 +202,11 @@ func (s *Stack) Layers() []disk.LayerInfo {
 		out = append(out, disk.LayerInfo{Name: f.name, Kind: "lsmt", ReadOnly: true, BackingReads: f.reads.Load(), BackingBytes: f.bytes.Load()})
 	}
 	if u := s.upper; u != nil {
-		out = append(out, disk.LayerInfo{Name: u.dataPath, Kind: "rw", BackingReads: u.reads.Load(), BackingBytes: u.bytes.Load()})
+		kind := "rw"
+		if u.Sparse() {
+			kind = "rw-sparse"
+		}
+		out = append(out, disk.LayerInfo{Name: u.dataPath, Kind: kind, BackingReads: u.reads.Load(), BackingBytes: u.bytes.Load()})
 	}
 	return out
 }

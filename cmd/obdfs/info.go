@@ -50,6 +50,11 @@ func describe(out io.Writer, path string) error {
 	w := tabwriter.NewWriter(out, 0, 4, 1, ' ', 0)
 	defer w.Flush()
 	fmt.Fprintf(w, "%s:\t%d bytes\n", path, st.Size())
+	if st.Size() == 0 {
+		// overlaybd-create -s leaves the index file of a sparse layer empty.
+		fmt.Fprintf(w, "  kind:\tempty file (e.g. the unused index file of a sparse writable layer)\n")
+		return nil
+	}
 	member, wrapped, err := tarwrap.Peel(f, st.Size())
 	if err != nil {
 		return err
