@@ -27,7 +27,7 @@ type authorCmds struct {
 type createCmd struct {
 	Sparse bool   `short:"s" help:"Sparse writable layer, like overlaybd-create -s: the data file holds the disk at its virtual offsets (header + VSIZE bytes, holes unwritten); the index file stays empty."`
 	Parent string `short:"u" name:"parent-uuid" placeholder:"UUID" help:"Parent layer UUID."`
-	UUID   string `name:"uuid" help:"Layer UUID (default: random)."`
+	UUID   string `name:"uuid" placeholder:"UUID" help:"Layer UUID (default: random)."`
 	Size   int64  `name:"size" placeholder:"BYTES" help:"Virtual size in bytes (a multiple of 512); overrides VSIZE_GIB."`
 	Data   string `arg:"" name:"DATA" help:"Data file to create (must not exist)." type:"path"`
 	Index  string `arg:"" name:"INDEX" help:"Index file to create (must not exist)." type:"path"`
@@ -76,9 +76,9 @@ func (o zfileOpts) writerOptions() (zfile.WriterOptions, error) {
 type commitCmd struct {
 	Compress bool   `short:"z" help:"Compress the output as a ZFile (per-block CRC, header rewritten at the end)."`
 	Tar      bool   `short:"t" help:"Wrap the output in overlaybd's tar form (as pushed to registries)."`
-	UUID     string `name:"uuid" help:"UUID of the committed layer (default: null, as overlaybd-commit)."`
+	UUID     string `name:"uuid" placeholder:"UUID" help:"UUID of the committed layer (default: null, as overlaybd-commit)."`
 	Parent   string `short:"p" name:"parent-uuid" placeholder:"UUID" help:"Parent UUID (default: the writable layer's)."`
-	Message  string `short:"m" help:"Commit message (user tag, at most 256 bytes)."`
+	Message  string `short:"m" placeholder:"MSG" help:"Commit message (user tag, at most 256 bytes)."`
 	Force    bool   `short:"f" help:"Replace OUT if it exists."`
 	zfileOpts
 	Data  string `arg:"" name:"DATA" help:"Writable layer data file." type:"existingfile"`
