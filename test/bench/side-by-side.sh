@@ -117,7 +117,7 @@ layer() {
   "$OBDFS" create -u "$(uuid_of "$4")" --uuid "$(uuid_of "$name")" "$D/$name.data" "$D/$name.index" >/dev/null
   layer_json "$name" "$lowers"
   MNTS+=("$m")
-  "$OBDFS" mount "$m" "s=$D/$name.json"
+  "$OBDFS" mount --log-file "$W/run/build.log" "$m" "s=$D/$name.json"
   loop=$("$OBDFS" loop attach --rw "$m/s"); LOOPS+=("$loop")
   mount "$loop" "$FS"; FSMNTS+=("$FS")
   fs_modify "$FS" "$seed"
@@ -189,7 +189,7 @@ build_dataset() {
   "$OBDFS" create --uuid "$(uuid_of l1)" "$D/l1.data" "$D/l1.index" --size "$size" >/dev/null
   echo "{\"upper\":{\"data\":\"$D/l1.data\",\"index\":\"$D/l1.index\"}}" > "$D/l1.json"
   MNTS+=("$m")
-  "$OBDFS" mount "$m" "s=$D/l1.json"
+  "$OBDFS" mount --log-file "$W/run/build.log" "$m" "s=$D/l1.json"
   dd if="$D/l1.raw" of="$m/s" bs=1M conv=sparse,notrunc,fsync status=none
   "$OBDFS" umount "$m"; drop MNTS "$m"
   commit_both l1
