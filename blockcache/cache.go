@@ -10,7 +10,6 @@ package blockcache
 
 import (
 	"fmt"
-	"math/bits"
 	"sync"
 	"sync/atomic"
 )
@@ -27,6 +26,7 @@ const shardCount = 64 // power of two
 type Cache struct {
 	shards   [shardCount]shard
 	maxBytes int64
+	arena    *arena // block buffers
 
 	mu      sync.Mutex        // guards ids and names on registration
 	ids     map[string]uint64 // identity -> id
@@ -54,19 +54,21 @@ type entry struct {
 }
 
 type shard struct {
+	arena      *arena
 	mu         sync.Mutex
 	m          map[Key]*entry
 	head, tail *entry
 	bytes      int64
-	_          [40]byte // keep shards on separate cache lines
+	_          [32]byte // keep shards on separate cache lines
 }
 
 // New returns a cache holding at most maxBytes of decoded blocks (at least
 // one block per shard is kept whatever the bound).
 func New(maxBytes int64) *Cache {
-	c := &Cache{maxBytes: maxBytes, ids: map[string]uint64{}}
+	c := &Cache{maxBytes: maxBytes, ids: map[string]uint64{}, arena: newArena()}
 	for i := range c.shards {
 		c.shards[i].m = map[Key]*entry{}
+		c.shards[i].arena = c.arena
 	}
 	empty := []*LayerStats{}
 	c.layers.Store(&empty)
@@ -163,7 +165,7 @@ func (c *Cache) Get(k Key, size int, off int, dst []byte, fill func(buf []byte) 
 		st.Misses.Add(1)
 	}
 
-	buf := getBuf(size)
+	buf := c.arena.get(size)
 	n, err := fill(buf[:size])
 	if err == nil && (n < 0 || n > size) {
 		err = fmt.Errorf("blockcache: fill returned %d bytes for a %d-byte block", n, size)
@@ -174,7 +176,7 @@ func (c *Cache) Get(k Key, size int, off int, dst []byte, fill func(buf []byte) 
 		e.err = err
 		close(e.done)
 		s.mu.Unlock()
-		putBuf(buf)
+		c.arena.put(buf)
 		if st != nil {
 			st.Errors.Add(1)
 		}
@@ -253,7 +255,7 @@ func (s *shard) remove(e *entry) {
 	s.unlink(e)
 	delete(s.m, e.key)
 	s.bytes -= int64(cap(e.buf))
-	putBuf(e.buf)
+	s.arena.put(e.buf)
 	e.buf = nil
 }
 
@@ -263,44 +265,4 @@ func (s *shard) evict(limit int64) {
 	for s.bytes > limit && s.tail != nil && s.tail != s.head {
 		s.remove(s.tail)
 	}
-}
-
-// Buffers come in power-of-two classes from 512 B to 1 MiB; pointers to
-// slices keep Put from allocating.
-const (
-	minClass = 9
-	maxClass = 20
-)
-
-var pools [maxClass + 1]sync.Pool
-
-func class(size int) int {
-	if size <= 1<<minClass {
-		return minClass
-	}
-	return bits.Len(uint(size - 1))
-}
-
-func getBuf(size int) []byte {
-	cl := class(size)
-	if cl > maxClass {
-		return make([]byte, size)
-	}
-	if p, ok := pools[cl].Get().(*[]byte); ok {
-		return (*p)[:size]
-	}
-	return make([]byte, size, 1<<cl)
-}
-
-func putBuf(b []byte) {
-	c := cap(b)
-	if c == 0 || c&(c-1) != 0 {
-		return
-	}
-	cl := bits.Len(uint(c)) - 1
-	if cl < minClass || cl > maxClass {
-		return
-	}
-	b = b[:0]
-	pools[cl].Put(&b)
 }
