@@ -268,6 +268,14 @@ func (r Record) Invalid() bool { return r.Offset == InvalidOffset }
 // trim returns the part of r inside [b, e) (which must intersect r). A data
 // record's moffset advances with its start; a zeroed record's does not.
 func (r Record) trim(b, e uint64) Record {
+	trimInPlace(&r, b, e)
+	return r
+}
+
+// trimInPlace is trim on a record in place; Lookup uses it so records are
+// not copied through a temporary (a stalled store-to-load forward in a
+// profile of 1 MiB scans).
+func trimInPlace(r *Record, b, e uint64) {
 	if b > r.Offset {
 		if !r.Zeroed {
 			r.MOffset += b - r.Offset
@@ -278,7 +286,6 @@ func (r Record) trim(b, e uint64) Record {
 	if end := r.End(); e < end {
 		r.Length -= end - e
 	}
-	return r
 }
 
 func (r Record) String() string {

@@ -158,21 +158,6 @@ func (ix *Index) Lookup(dst []Record, offset, length uint64) []Record {
 	return dst
 }
 
-// trimInPlace is Record.trim without copying the record through a
-// temporary (see Lookup).
-func trimInPlace(r *Record, b, e uint64) {
-	if b > r.Offset {
-		if !r.Zeroed {
-			r.MOffset += b - r.Offset
-		}
-		r.Length -= b - r.Offset
-		r.Offset = b
-	}
-	if end := r.End(); e < end {
-		r.Length -= end - e
-	}
-}
-
 // BlockCount is the number of sectors holding data (zeroed records excluded).
 func (ix *Index) BlockCount() uint64 {
 	var n uint64
