@@ -15,7 +15,7 @@ pkgs=(
   gcc make         # out-of-tree ublk_drv build for the 6.1 guest kernel
   docker-registry  # real registry on loopback
   apache2-utils    # htpasswd for the registry basic-auth test
-  fio              # benchmarks
+  fio jq           # benchmarks (jq reads obdfs stats --json)
 )
 missing=()
 for p in "${pkgs[@]}"; do
