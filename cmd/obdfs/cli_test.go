@@ -260,3 +260,33 @@ func TestInfoErrors(t *testing.T) {
 	os.WriteFile(p, bytes.Repeat([]byte{7}, 10000), 0o644)
 	runFail(t, "not an overlaybd file", "info", p)
 }
+
+// merge flattens a stack into one layer with the same content, compressed
+// by default, and the result opens alone.
+func TestMerge(t *testing.T) {
+	fx := needFixtures(t)
+	dir := t.TempDir()
+	stack := fx + "/d/l1.lsmt," + fx + "/d/l2.lsmt," + fx + "/d/l3.lsmt"
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		kind  string
+	}{
+		{"default", nil, "zfile+lsmt"},
+		{"raw", []string{"--no-compress"}, "lsmt read-only layer"},
+		{"zstd-tar", []string{"--algorithm", "zstd", "-t"}, "tar+zfile+lsmt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, tc.name+".commit")
+			run(t, append(append([]string{"merge"}, tc.flags...), stack, out)...)
+			raw := filepath.Join(dir, tc.name+".raw")
+			run(t, "cat", "-o", raw, out)
+			if got := sha(t, raw); got != sumStack {
+				t.Fatalf("merged layer reads %s, want %s", got, sumStack)
+			}
+			if info := run(t, "info", out); !strings.Contains(info, tc.kind) {
+				t.Fatalf("info lacks %q:\n%s", tc.kind, info)
+			}
+		})
+	}
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"io"
+
+	"github.com/obdfs/obdfs/image"
+	"github.com/obdfs/obdfs/lsmt"
+	"github.com/obdfs/obdfs/zfile"
+)
+
+func init() { register(&mergeCmds{}) }
+
+type mergeCmds struct {
+	Merge mergeCmd `cmd:"" help:"Flatten a STACK into one read-only layer file, like overlaybd-merge."`
+}
+
+type mergeCmd struct {
+	Compress bool   `default:"true" negatable:"" help:"Compress the output as a ZFile, as overlaybd-merge does by default (header not rewritten)."`
+	Tar      bool   `short:"t" help:"Wrap the output in overlaybd's tar form."`
+	UUID     string `name:"uuid" placeholder:"UUID" help:"UUID of the merged layer (default: null)."`
+	Parent   string `short:"p" name:"parent-uuid" placeholder:"UUID" help:"Parent UUID (default: the bottom layer's parent)."`
+	Message  string `short:"m" placeholder:"MSG" help:"Commit message (user tag, at most 256 bytes)."`
+	Force    bool   `short:"f" help:"Replace OUT if it exists."`
+	zfileOpts
+	remoteFlags
+	Stack string `arg:"" name:"STACK" help:"Image config (*.json), layer files (comma-separated, bottom first), docker://REF or oci:DIR[:TAG]."`
+	Out   string `arg:"" name:"OUT" help:"Merged layer file to write." type:"path"`
+}
+
+func (c *mergeCmd) Run() error {
+	var zo *zfile.WriterOptions
+	if c.Compress {
+		o, err := c.writerOptions()
+		if err != nil {
+			return err
+		}
+		zo = &o
+	}
+	ro, err := c.remoteFlags.options()
+	if err != nil {
+		return err
+	}
+	s, err := image.Open(c.Stack, image.Options{Remote: ro})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	args := lsmt.CommitArgs{UUID: c.UUID, ParentUUID: c.Parent, Message: c.Message}
+	// overlaybd-merge leaves the ZFile header as first written (no rewrite).
+	return writeLayerFileOpts(c.Out, c.Force, c.Tar, zo, false, func(w io.Writer) error {
+		_, err := lsmt.Commit(w, s.Stack, args)
+		return err
+	})
+}
