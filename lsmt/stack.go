@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/obdfs/obdfs/disk"
@@ -173,7 +174,8 @@ func VerifyOrder(lowers []*File) error {
 		if IsNullUUID(p) || IsNullUUID(u) {
 			continue
 		}
-		if p != u {
+		// uuid strings may be stored in either case (spec §1.4).
+		if !strings.EqualFold(p, u) {
 			return fmt.Errorf("%w: %s has parent uuid %s but the layer below it, %s, has uuid %s", ErrOrder, f.name, p, below.name, u)
 		}
 	}
