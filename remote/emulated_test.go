@@ -1,7 +1,9 @@
 package remote
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -257,5 +259,57 @@ func TestEmulatedACIForm(t *testing.T) {
 		e.Configure(func(c *registry.EmulatorConfig) { c.TokenUses = 4; c.Redirect = docker })
 		readStack(t, e.Ref("aci/img:"+tag), testOptions(t))
 		e.Configure(func(c *registry.EmulatorConfig) { *c = registry.EmulatorConfig{} })
+	}
+}
+
+// TestEmulatedTurboOCI: TurboOCI images (current and legacy annotation
+// keys, with the raw base layer first) fail with a clear "not supported".
+func TestEmulatedTurboOCI(t *testing.T) {
+	e := emulated(t, registry.EmulatorConfig{})
+	base := static.NewLayer(bytes.Repeat([]byte{0}, 4096), types.DockerUncompressedLayer)
+	bd, _ := base.Digest()
+	meta := static.NewLayer([]byte("not really a turboOCIv1.tar.gz"), types.DockerLayer)
+	md, _ := meta.Digest()
+	target := "sha256:" + strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		name string
+		ann  map[string]string
+	}{
+		{"current", map[string]string{
+			AnnotationVersion: "0.1.0-turbo.ociv1",
+			"containerd.io/snapshot/overlaybd/turbo-oci/target-digest":     target,
+			"containerd.io/snapshot/overlaybd/turbo-oci/target-media-type": string(types.DockerLayer),
+		}},
+		{"legacy", map[string]string{
+			AnnotationVersion: "0.1.0-fastoci",
+			"containerd.io/snapshot/overlaybd/fastoci/target-digest":     target,
+			"containerd.io/snapshot/overlaybd/fastoci/target-media-type": string(types.DockerLayer),
+		}},
+		{"no version", map[string]string{
+			"containerd.io/snapshot/overlaybd/turbo-oci/target-digest": target,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ann := map[string]string{AnnotationBlobDigest: md.String(), AnnotationBlobSize: "30"}
+			for k, v := range tc.ann {
+				ann[k] = v
+			}
+			img, err := mutate.Append(mutate.MediaType(empty.Image, types.DockerManifestSchema2),
+				mutate.Addendum{Layer: base, MediaType: types.DockerUncompressedLayer, Annotations: map[string]string{
+					AnnotationBlobDigest: bd.String(), AnnotationBlobSize: "4096", AnnotationVersion: "0.1.0"}},
+				mutate.Addendum{Layer: meta, MediaType: types.DockerLayer, Annotations: ann})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, _ := name.ParseReference(e.Direct + "/turbo/img:" + strings.ReplaceAll(tc.name, " ", "-"))
+			if err := ggcrremote.Write(ref, img); err != nil {
+				t.Fatal(err)
+			}
+			_, err = Resolve(context.Background(), e.Ref("turbo/img:"+strings.ReplaceAll(tc.name, " ", "-")), testOptions(t))
+			if !errors.Is(err, ErrNotOverlaybd) || !strings.Contains(err.Error(), "TurboOCI") {
+				t.Fatalf("resolve: %v, want ErrNotOverlaybd naming TurboOCI", err)
+			}
+			t.Log(err)
+		})
 	}
 }

@@ -29,6 +29,10 @@ const (
 	AnnotationBlobSize   = "containerd.io/snapshot/overlaybd/blob-size"
 	AnnotationVersion    = "containerd.io/snapshot/overlaybd/version"
 	AnnotationFsType     = "containerd.io/snapshot/overlaybd/blob-fs-type"
+	// TurboOCI layers name the original layer they read file data from
+	// (and the legacy "fastoci" spelling of the same keys).
+	annotationTurboTarget   = "containerd.io/snapshot/overlaybd/turbo-oci/target-digest"
+	annotationFastOCITarget = "containerd.io/snapshot/overlaybd/fastoci/target-digest"
 	// Version is the native overlaybd layer version written by push.
 	Version = "0.1.0"
 )
@@ -166,14 +170,21 @@ func imageLayers(what string, img v1.Image, fill func(*resolved)) (*resolved, er
 	if len(m.Layers) == 0 {
 		return nil, fmt.Errorf("%s: %w: the image has no layers", what, ErrNotOverlaybd)
 	}
+	// TurboOCI first: its base layer looks native, and the error must say
+	// what the image is rather than fail on some other layer.
+	for i, l := range m.Layers {
+		a := l.Annotations
+		v := a[AnnotationVersion]
+		if strings.Contains(v, "turbo") || strings.Contains(v, "fastoci") || a[annotationTurboTarget] != "" || a[annotationFastOCITarget] != "" {
+			return nil, fmt.Errorf("%s: %w: a TurboOCI image (layer %d, version %q, media type %s): its file data lives in the original OCI layers; obdfs reads native overlaybd images only (convert without --turboOCI)",
+				what, ErrNotOverlaybd, i, v, l.MediaType)
+		}
+	}
 	for i, l := range m.Layers {
 		a := l.Annotations
 		bd := a[AnnotationBlobDigest]
 		if bd == "" {
 			return nil, fmt.Errorf("%s: %w: layer %d (%s, %s) has no %s annotation", what, ErrNotOverlaybd, i, l.Digest, l.MediaType, AnnotationBlobDigest)
-		}
-		if v := a[AnnotationVersion]; strings.Contains(v, "turbo") || strings.Contains(v, "fastoci") {
-			return nil, fmt.Errorf("%s: %w: layer %d is a TurboOCI layer (version %q), which obdfs does not read", what, ErrNotOverlaybd, i, v)
 		}
 		switch l.MediaType {
 		case types.OCIUncompressedLayer, types.DockerUncompressedLayer, types.OCIUncompressedRestrictedLayer:
