@@ -121,7 +121,13 @@ func parseRepoBlobURL(s string) (name.Repository, bool, error) {
 	if u.Scheme == "http" {
 		opts = append(opts, name.Insecure)
 	}
-	repo, err := name.NewRepository(u.Host+"/"+repoPath, opts...)
+	host := u.Host
+	if host == "registry-1.docker.io" || host == "registry-1.docker.io:443" {
+		// ACI writes Docker Hub's API host into repoBlobUrl; credentials
+		// (docker login) and go-containerregistry know it as docker.io.
+		host = name.DefaultRegistry
+	}
+	repo, err := name.NewRepository(host+"/"+repoPath, opts...)
 	if err != nil {
 		return name.Repository{}, false, fmt.Errorf("repoBlobUrl %q: %w", s, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -311,5 +312,27 @@ func TestEmulatedTurboOCI(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestDockerHubBlobURL: ACI writes repoBlobUrl with registry-1.docker.io;
+// credentials from docker login are stored for docker.io.
+func TestDockerHubBlobURL(t *testing.T) {
+	repo, insecure, err := parseRepoBlobURL("https://registry-1.docker.io/v2/library/redis/blobs")
+	if err != nil || insecure {
+		t.Fatal(err, insecure)
+	}
+	if repo.RegistryStr() != name.DefaultRegistry || repo.RepositoryStr() != "library/redis" {
+		t.Fatalf("repository %s (registry %s)", repo, repo.RegistryStr())
+	}
+	dir := t.TempDir()
+	os.WriteFile(dir+"/config.json", []byte(`{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"}}}`), 0o600)
+	t.Setenv("DOCKER_CONFIG", dir)
+	a, err := authn.DefaultKeychain.Resolve(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := a.Authorization(); err != nil || c.Username != "u" || c.Password != "p" {
+		t.Fatalf("docker login credentials not found for %s: %+v %v", repo, c, err)
 	}
 }
