@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -123,6 +125,150 @@ func TestEmulatedAuthRefused(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestEmulatedCredentialRotation: the password changes while blobs are open
+// (ECR's 12-hour passwords, short-lived tokens from credential helpers):
+// the token server refuses the old one; the client resolves the credentials
+// again from the docker config and goes on.
+func TestEmulatedCredentialRotation(t *testing.T) {
+	e := emulated(t, registry.EmulatorConfig{User: "obdfs", Password: "old"})
+	dir := e.DockerConfig(t, "obdfs", "old")
+	t.Setenv("DOCKER_CONFIG", dir)
+	o := testOptions(t)
+	o.Keychain = nil
+	blobs, err := Resolve(context.Background(), e.Ref(stackRepo+":v1"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeBlobs(t, blobs)
+	p := make([]byte, 4096)
+	if _, err := blobs[0].ReadAt(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.Configure(func(c *registry.EmulatorConfig) { c.Password = "new" })
+	e.ExpireTokens()
+	e.WriteDockerConfig(t, dir, "obdfs", "new")
+	s, err := openStack(t, blobs)
+	if err != nil {
+		t.Fatalf("after the rotation: %v", err)
+	}
+	if got, err := diskSum(s, s.Size()); err != nil || got != sumStack {
+		t.Fatalf("merged disk %s (err %v), want %s", got, err, sumStack)
+	}
+}
+
+// TestEmulatedExpiredRedirect: the object store answers 403 for a
+// pre-signed URL that has expired; the client goes back to the registry
+// for a fresh one, and nothing of the 403 answers is cached.
+func TestEmulatedExpiredRedirect(t *testing.T) {
+	e := emulated(t, registry.EmulatorConfig{Redirect: true, TokenUses: 5})
+	o := testOptions(t)
+	o.RefillSize = 16 << 10
+	e.ExpireURLs(3)
+	blobs := readStack(t, e.Ref(stackRepo+":v1"), o)
+	if n := e.StoreExpired.Load(); n != 3 {
+		t.Errorf("%d expired-URL answers, want 3", n)
+	}
+	for _, b := range blobs {
+		if got := blobSum(t, b); got != b.Digest() {
+			t.Errorf("%s: cached content %s", b.Name(), got)
+		}
+	}
+	// Every URL expired: a clear error, not data.
+	e.ExpireURLs(1 << 30)
+	o2 := testOptions(t)
+	bs, err := Resolve(context.Background(), e.Ref(stackRepo+":v1"), o2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeBlobs(t, bs)
+	_, err = bs[0].ReadAt(make([]byte, 10), 0)
+	var fe *FetchError
+	if !errors.As(err, &fe) || fe.Status != http.StatusForbidden {
+		t.Fatalf("read with every URL expired: %v, want a FetchError with 403", err)
+	}
+	t.Log(err)
+}
+
+// TestEmulatedRateLimit: 429 with Retry-After (seconds, or an HTTP date) is
+// waited out; the registry keeps answering 429 to requests that come
+// earlier, so a client that ignores Retry-After fails here. A Retry-After
+// longer than the per-request timeout fails at once with a clear error.
+func TestEmulatedRateLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		after func() string
+		ok    bool
+	}{
+		{"seconds", func() string { return "1" }, true},
+		{"date", func() string { return time.Now().Add(2 * time.Second).UTC().Format(http.TimeFormat) }, true},
+		{"hours", func() string { return "21600" }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := emulated(t, registry.EmulatorConfig{})
+			o := testOptions(t)
+			blobs, err := Resolve(context.Background(), e.Ref(stackRepo+":v1"), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeBlobs(t, blobs)
+			e.RateLimit(1, tc.after())
+			_, err = blobs[0].ReadAt(make([]byte, 4096), 0)
+			if !tc.ok {
+				var fe *FetchError
+				if !errors.As(err, &fe) || fe.Status != http.StatusTooManyRequests || !strings.Contains(err.Error(), "wait") {
+					t.Fatalf("read: %v, want a FetchError with 429 naming the wait", err)
+				}
+				t.Log(err)
+				if c := blobs[0].CachedBytes(); c != 0 {
+					t.Errorf("%d bytes cached from 429 answers", c)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			if n := e.TooEarly.Load(); n != 0 {
+				t.Errorf("%d requests came before Retry-After had passed", n)
+			}
+			s, err := openStack(t, blobs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := diskSum(s, s.Size()); err != nil || got != sumStack {
+				t.Fatalf("merged disk %s (err %v), want %s", got, err, sumStack)
+			}
+		})
+	}
+}
+
+// TestEmulatedIgnoredRange: ranged GETs answered 200 with the whole blob and
+// no Content-Length, HEADs without Content-Length. Reads stay right; the
+// bytes before the asked range are cached rather than downloaded again for
+// every read; a blob of unknown size is sized (and checked) from the body.
+func TestEmulatedIgnoredRange(t *testing.T) {
+	e := emulated(t, registry.EmulatorConfig{IgnoreRange: true, TokenUses: 4})
+	o := testOptions(t)
+	o.RefillSize = 16 << 10
+	blobs := readStack(t, e.Ref(stackRepo+":v1"), o)
+	if n := e.WholeBodies.Load(); n == 0 || n > int64(4*len(blobs)) {
+		t.Errorf("%d whole-blob answers for %d blobs: want some, and few (the passed-over bytes are cached)", n, len(blobs))
+	}
+	// Size unknown (a config.v1.json without sizes): probed.
+	for _, b := range blobs {
+		ob, err := OpenBlob(context.Background(), "http://"+e.Host+"/v2/"+stackRepo+"/blobs", b.Digest(), 0, testOptions(t))
+		if err != nil {
+			t.Fatalf("OpenBlob without a size: %v", err)
+		}
+		if ob.Size() != b.Size() {
+			t.Errorf("probed size %d, want %d", ob.Size(), b.Size())
+		}
+		if got := blobSum(t, ob); got != b.Digest() {
+			t.Errorf("%s: content %s", ob.Name(), got)
+		}
+		ob.Close()
 	}
 }
 

@@ -2,10 +2,13 @@ package remote
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -103,45 +106,142 @@ func (c *client) httpClient(ctx context.Context) (*http.Client, error) {
 	return c.hc, nil
 }
 
-// errRetry marks an attempt failure worth another try.
-type retryable struct{ err error }
+// retryable marks an attempt failure worth another try; after, if not
+// zero, is the server's Retry-After.
+type retryable struct {
+	err   error
+	after time.Duration
+}
 
 func (r retryable) Error() string { return r.err.Error() }
 func (r retryable) Unwrap() error { return r.err }
 
-// fetch GETs bytes [off, off+n) of a blob, tries again on transient
-// failures, and hands the body to sink in pieces: sink(p, at) receives the
-// bytes at blob offset at. After a failed attempt the next one resumes at
-// the first byte sink has not accepted. The range must lie inside the blob.
-func (c *client) fetch(ctx context.Context, digest string, off, n int64, sink func(p []byte, at int64) error, buf []byte) error {
-	url := c.blobURL(digest)
-	done := int64(0)
-	var last error
-	status := 0
+// authFailed is a 401/403 from the registry itself (after go-containerregistry's
+// transport already fetched a new token once), or a token server refusing
+// the credentials: the credentials may have been rotated (ECR's 12-hour
+// passwords, a credential helper's short-lived tokens), so the handshake is
+// redone once with credentials resolved afresh from the keychain.
+type authFailed struct {
+	err error
+	hc  *http.Client // the client that failed
+}
+
+func (a authFailed) Error() string { return a.err.Error() }
+func (a authFailed) Unwrap() error { return a.err }
+
+// resetAuth drops hc so the next request resolves credentials and does the
+// handshake again (unless another request already replaced it).
+func (c *client) resetAuth(hc *http.Client) {
+	c.mu.Lock()
+	if c.hc == hc {
+		c.hc = nil
+	}
+	c.mu.Unlock()
+}
+
+// tries runs op until it succeeds, fails for good or has used up
+// Options.Retries. It waits Options.Backoff (times 4 for each further try)
+// between tries, or the server's Retry-After if that is longer; a
+// Retry-After beyond Options.Timeout is not waited for (Docker Hub's pull
+// limit answers hours): the error is returned at once. An authFailed is
+// retried once at once, after dropping the cached handshake.
+func (c *client) tries(ctx context.Context, op func() error) error {
+	reauthed := false
 	for try := 0; ; try++ {
-		if try > 0 {
-			wait := c.o.Backoff << (2 * (try - 1))
-			select {
-			case <-ctx.Done():
-				return &FetchError{URL: url, Off: off, Len: n, Err: ctx.Err()}
-			case <-time.After(wait):
-			}
-		}
-		var got int64
-		got, status, last = c.attempt(ctx, url, off+done, n-done, sink, buf)
-		done += got
-		if last == nil {
+		err := op()
+		if err == nil {
 			return nil
 		}
+		var af authFailed
+		if errors.As(err, &af) && !reauthed && ctx.Err() == nil {
+			reauthed = true
+			c.resetAuth(af.hc)
+			try--
+			continue
+		}
 		var r retryable
-		if !errors.As(last, &r) || ctx.Err() != nil || try >= c.o.Retries {
-			return &FetchError{URL: url, Off: off, Len: n, Status: status, Err: last}
+		if !errors.As(err, &r) || ctx.Err() != nil || try >= c.o.Retries {
+			return err
+		}
+		wait := c.o.Backoff << (2 * try)
+		if r.after > c.o.Timeout {
+			return fmt.Errorf("%w (the server asks to wait %s; not waiting more than %s)", err, r.after, c.o.Timeout)
+		}
+		wait = max(wait, r.after)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
 		}
 	}
 }
 
-// attempt is one range GET. It returns how many bytes sink accepted.
-func (c *client) attempt(ctx context.Context, url string, off, n int64, sink func([]byte, int64) error, buf []byte) (int64, int, error) {
+// fetch GETs bytes [off, off+n) of a blob of size bytes, tries again on
+// transient failures, and hands the body to sink in pieces: sink(p, at)
+// receives the bytes at blob offset at. After a failed attempt the next one
+// resumes at the first byte sink has not accepted. The range must lie
+// inside the blob. When the server ignores Range and sends the whole blob,
+// sink is also given the bytes before off (it may keep or drop them).
+func (c *client) fetch(ctx context.Context, digest string, size, off, n int64, sink func(p []byte, at int64) error, buf []byte) error {
+	url := c.blobURL(digest)
+	done := int64(0)
+	status := 0
+	err := c.tries(ctx, func() error {
+		got, st, err := c.attempt(ctx, url, size, off+done, n-done, sink, buf)
+		done += got
+		status = st
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		}
+		return &FetchError{URL: url, Off: off, Len: n, Status: status, Err: err}
+	}
+	return nil
+}
+
+// checkStatus turns a failed response into an error of the right kind.
+func (c *client) checkStatus(hc *http.Client, resp *http.Response, ok ...int) error {
+	err := transport.CheckError(resp, ok...)
+	code := resp.StatusCode
+	if resp.Request != nil && resp.Request.URL.Host != c.repo.RegistryStr() {
+		// The answer came from where the registry redirected us (object
+		// storage, a CDN). A pre-signed URL that expired answers 403 (S3,
+		// Azure) or 400 (GCS): a new GET at the registry gets a fresh one.
+		err = fmt.Errorf("redirected to %s: %w", resp.Request.URL.Host, err)
+		if code == http.StatusBadRequest || code == http.StatusUnauthorized || code == http.StatusForbidden {
+			return retryable{err: err}
+		}
+	} else if code == http.StatusUnauthorized || code == http.StatusForbidden {
+		return authFailed{err: err, hc: hc}
+	}
+	if retryStatus(code) {
+		return retryable{err: err, after: retryAfter(resp.Header.Get("Retry-After"))}
+	}
+	return err
+}
+
+// retryAfter parses Retry-After: seconds or an HTTP date; 0 if absent or bad.
+func retryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+		if s <= 0 {
+			return 0
+		}
+		return time.Duration(min(s, 1<<30)) * time.Second
+	}
+	if at, err := http.ParseTime(v); err == nil {
+		return max(time.Until(at), 0)
+	}
+	return 0
+}
+
+// attempt is one range GET. It returns how many bytes of [off, off+n) sink
+// accepted.
+func (c *client) attempt(ctx context.Context, url string, size, off, n int64, sink func([]byte, int64) error, buf []byte) (int64, int, error) {
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -161,27 +261,40 @@ func (c *client) attempt(ctx context.Context, url string, off, n int64, sink fun
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, 0, classify(err)
+		return 0, 0, c.classifyDo(hc, err)
 	}
 	defer resp.Body.Close()
 	var body io.Reader = resp.Body
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
-		start, end, _, err := parseContentRange(resp.Header.Get("Content-Range"))
-		if err != nil || start != off || end != off+n-1 {
-			return 0, resp.StatusCode, retryable{fmt.Errorf("asked for bytes %d-%d, got Content-Range %q", off, off+n-1, resp.Header.Get("Content-Range"))}
+		start, end, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+		if err != nil || start != off || end != off+n-1 || total >= 0 && total != size {
+			return 0, resp.StatusCode, retryable{err: fmt.Errorf("asked for bytes %d-%d of %d, got Content-Range %q", off, off+n-1, size, resp.Header.Get("Content-Range"))}
 		}
 	case http.StatusOK:
-		// The server ignored Range: skip to our bytes.
-		if _, err := io.CopyN(io.Discard, body, off); err != nil {
-			return 0, resp.StatusCode, classify(err)
+		// The server ignored Range and sends the whole blob. Its length,
+		// when given, must be the blob's (not, say, an HTML page of a proxy).
+		if resp.ContentLength >= 0 && resp.ContentLength != size {
+			return 0, resp.StatusCode, retryable{err: fmt.Errorf("server ignored Range and sent %d bytes; the blob has %d", resp.ContentLength, size)}
+		}
+		// Hand over the bytes before ours too (whole chunks from 0): the
+		// cache keeps them, so that reads below off do not download the
+		// blob from its start again.
+		for at := int64(0); at < off; {
+			k, err := io.ReadFull(body, buf[:min(int64(len(buf)), off-at)])
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return 0, resp.StatusCode, classify(fmt.Errorf("skipping to byte %d of a whole-blob answer: %w", off, err))
+			}
+			if err := sink(buf[:k], at); err != nil {
+				return 0, resp.StatusCode, err
+			}
+			at += int64(k)
 		}
 	default:
-		err := transport.CheckError(resp, http.StatusPartialContent, http.StatusOK)
-		if retryStatus(resp.StatusCode) {
-			err = retryable{err}
-		}
-		return 0, resp.StatusCode, err
+		return 0, resp.StatusCode, c.checkStatus(hc, resp, http.StatusPartialContent, http.StatusOK)
 	}
 	var got int64
 	for got < n {
@@ -201,6 +314,16 @@ func (c *client) attempt(ctx context.Context, url string, off, n int64, sink fun
 	return got, resp.StatusCode, nil
 }
 
+// classifyDo classifies an error of http.Client.Do: a token server that
+// refuses the credentials is an authFailed.
+func (c *client) classifyDo(hc *http.Client, err error) error {
+	var terr *transport.Error
+	if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
+		return authFailed{err: err, hc: hc}
+	}
+	return classify(err)
+}
+
 func retryStatus(code int) bool {
 	switch code {
 	case http.StatusRequestTimeout, http.StatusTooManyRequests, 499, 522:
@@ -218,14 +341,14 @@ func classify(err error) error {
 	var terr *transport.Error
 	if errors.As(err, &terr) {
 		if retryStatus(terr.StatusCode) {
-			return retryable{err}
+			return retryable{err: err}
 		}
 		return err
 	}
 	var nerr net.Error
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.As(err, &nerr) || errors.Is(err, io.EOF) || strings.Contains(err.Error(), "connection reset") {
-		return retryable{err}
+		return retryable{err: err}
 	}
 	return err
 }
@@ -234,29 +357,19 @@ func classify(err error) error {
 // overlaybd's registryfs does (no HEAD).
 func (c *client) probeSize(ctx context.Context, digest string) (int64, error) {
 	url := c.blobURL(digest)
-	var last error
-	for try := 0; try <= c.o.Retries; try++ {
-		if try > 0 {
-			select {
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			case <-time.After(c.o.Backoff << (2 * (try - 1))):
-			}
-		}
-		size, err := c.probeOnce(ctx, url)
-		if err == nil {
-			return size, nil
-		}
-		last = err
-		var r retryable
-		if !errors.As(err, &r) {
-			break
-		}
+	var size int64
+	err := c.tries(ctx, func() error {
+		var err error
+		size, err = c.probeOnce(ctx, url, digest)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", url, err)
 	}
-	return 0, fmt.Errorf("size of %s: %w", url, last)
+	return size, nil
 }
 
-func (c *client) probeOnce(ctx context.Context, url string) (int64, error) {
+func (c *client) probeOnce(ctx context.Context, url, digest string) (int64, error) {
 	hc, err := c.httpClient(ctx)
 	if err != nil {
 		return 0, classify(err)
@@ -270,7 +383,7 @@ func (c *client) probeOnce(ctx context.Context, url string) (int64, error) {
 	req.Header.Set("Range", "bytes=0-0")
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, classify(err)
+		return 0, c.classifyDo(hc, err)
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -284,13 +397,21 @@ func (c *client) probeOnce(ctx context.Context, url string) (int64, error) {
 		if resp.ContentLength > 0 {
 			return resp.ContentLength, nil
 		}
-		return 0, fmt.Errorf("server ignored Range and sent no Content-Length")
+		// Range ignored and no length (a chunked answer): the size is what
+		// the body holds. That costs a whole download, so its digest is
+		// checked too: a proxy's error page must not become a size.
+		slog.Warn("registry ignores Range and sends no Content-Length; downloading the blob to learn its size", "url", url)
+		h := sha256.New()
+		n, err := io.Copy(h, resp.Body)
+		if err != nil {
+			return 0, classify(fmt.Errorf("body after %d bytes: %w", n, err))
+		}
+		if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
+			return 0, fmt.Errorf("the whole-blob answer (%d bytes) hashes to %s: %w", n, got, ErrDigest)
+		}
+		return n, nil
 	}
-	err = transport.CheckError(resp, http.StatusPartialContent)
-	if retryStatus(resp.StatusCode) {
-		return 0, retryable{err}
-	}
-	return 0, err
+	return 0, c.checkStatus(hc, resp, http.StatusPartialContent)
 }
 
 // parseContentRange parses "bytes START-END/TOTAL" (TOTAL may be "*", then -1).
