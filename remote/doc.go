@@ -45,4 +45,16 @@
 // errors, timeouts (Options.Timeout per attempt), short bodies, 408, 429 and
 // 5xx. When the tries are used up, ReadAt returns a *FetchError; front ends
 // turn it into EIO. Nothing from a failed attempt is cached.
+//
+// A 429 or 503 with Retry-After is waited out when the wait fits in
+// Options.Timeout (else it fails at once, naming the wait). Blob GETs follow
+// redirects to object storage with Go's client, and go-containerregistry's
+// transport sends the registry token only to the registry's host; a
+// 400/401/403 from a redirect target (an expired pre-signed URL) is retried
+// through the registry, which hands out a fresh URL. A 401/403 from the
+// registry after the transport's own token refresh, or a token server
+// refusing the credentials, redoes the handshake once with credentials
+// resolved again from the keychain (rotated passwords, helper tokens).
+// A server that ignores Range (200, whole body) is read correctly; the bytes
+// passed over on the way to the asked range are cached too.
 package remote

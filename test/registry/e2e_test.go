@@ -154,3 +154,29 @@ func TestMountDockerExt4(t *testing.T) {
 	srv.Stop()
 	check("from the cache, registry stopped")
 }
+
+// TestPullCLIEmulated: obdfs pull from a registry that behaves like the
+// hosted ones (bearer tokens from a separate token server that expire every
+// few requests, credentials from a docker config, blob GETs redirected to
+// an object store that refuses Authorization, one 429 with Retry-After).
+func TestPullCLIEmulated(t *testing.T) {
+	if _, err := os.Stat(oracle); err != nil {
+		t.Skipf("needs the oracle fixtures: %v", err)
+	}
+	e := Emulate(t)
+	mustObdfs(t, nil, "push", "-z", "--insecure",
+		"--layer", oracle+"/d/l1.lsmt", "--layer", oracle+"/d/l2.lsmt", e.DirectRef("cli/stack:v1"))
+	e.Configure(func(c *EmulatorConfig) {
+		c.User, c.Password, c.TokenUses, c.Redirect = "obdfs", "pw", 2, true
+	})
+	e.RateLimit(1, "1")
+	env := []string{"DOCKER_CONFIG=" + e.DockerConfig(t, "obdfs", "pw")}
+	out := mustObdfs(t, env, "pull", "--cache-dir", t.TempDir(), e.Ref("cli/stack:v1"))
+	if strings.Count(out, "verified") != 2 {
+		t.Fatalf("pull output:\n%s", out)
+	}
+	if e.StoreAuthSeen.Load() != 0 || e.Redirects.Load() == 0 || e.TooMany.Load() == 0 || e.TooEarly.Load() != 0 {
+		t.Errorf("object store saw Authorization %d times; redirects %d; 429s %d; requests before Retry-After %d",
+			e.StoreAuthSeen.Load(), e.Redirects.Load(), e.TooMany.Load(), e.TooEarly.Load())
+	}
+}
