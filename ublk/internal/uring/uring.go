@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/bits"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -50,6 +51,9 @@ const (
 	// SQECmdOffset is where URING_CMD payloads (ublk ctrl/io cmd) start.
 	SQECmdOffset = 48
 )
+
+// maxBusyRetries bounds the EAGAIN/EBUSY retries of one Submit.
+const maxBusyRetries = 1000
 
 // ErrRingFull is returned when no SQE slot is free; submit first.
 var ErrRingFull = errors.New("uring: submission queue full")
@@ -252,6 +256,7 @@ func (r *Ring) PrepRead(fd int, buf []byte, off uint64, userData uint64) error {
 // retried; the submit count is recomputed from the kernel's SQ head each time
 // because an interrupted call may have consumed part of the batch.
 func (r *Ring) Submit(wait uint32) error {
+	busy := 0
 	for {
 		toSubmit := r.Pending()
 		flags := uintptr(0)
@@ -271,12 +276,18 @@ func (r *Ring) Submit(wait uint32) error {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN, unix.EBUSY:
-			// Completion queue backed up: the caller must reap. Report only if
-			// nothing is waiting to be reaped.
+			// EBUSY: completions backed up, the caller must reap first.
+			// EAGAIN: the kernel could not allocate a request right now.
+			// Both pass; failing would end a queue (and with it the device)
+			// over a transient shortage, so retry with a short backoff and
+			// give up only after about a second.
 			if r.Ready() > 0 {
 				return nil
 			}
-			return fmt.Errorf("io_uring_enter: %w", errno)
+			if busy++; busy > maxBusyRetries {
+				return fmt.Errorf("io_uring_enter: %w (%d retries)", errno, maxBusyRetries)
+			}
+			time.Sleep(time.Duration(min(busy, 10)) * 100 * time.Microsecond)
 		default:
 			return fmt.Errorf("io_uring_enter: %w", errno)
 		}
