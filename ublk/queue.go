@@ -292,6 +292,23 @@ func (q *queue) handle(r request) int32 {
 	op := r.desc.Op()
 	var err error
 	switch op {
+	case uapi.OpRead, uapi.OpWrite, uapi.OpDiscard, uapi.OpWriteZeroes:
+		// The block layer never sends a request past the capacity given at
+		// SET_PARAMS; a kernel bug must not become a write or a discard
+		// beyond the device, nor a read past the disk.
+		if off+n > q.dev.size {
+			q.dev.log.Error("ublk: request past the end of the device", "op", op, "off", off, "len", n, "size", q.dev.size)
+			return -int32(unix.EIO)
+		}
+	case uapi.OpFlush:
+	default:
+		// Zone ops (10–15, 18) only reach zoned devices, which we never
+		// create; WRITE_SAME (4) is never sent. Refuse anything unknown
+		// rather than leave the request hanging.
+		q.dev.log.Error("ublk: unsupported request", "op", op, "off", off, "len", n)
+		return -int32(unix.EOPNOTSUPP)
+	}
+	switch op {
 	case uapi.OpRead, uapi.OpWrite:
 		if n > int64(q.maxIO) || n == 0 {
 			err = fmt.Errorf("request of %d bytes, buffers hold %d", n, q.maxIO)
@@ -319,15 +336,17 @@ func (q *queue) handle(r request) int32 {
 	case uapi.OpFlush:
 		err = d.Flush()
 	case uapi.OpDiscard:
-		err = d.Discard(off, n)
-	case uapi.OpWriteZeroes:
-		if r.desc.OpFlags&uapi.IOFNoUnmap != 0 {
-			err = q.writeZeroes(r.tag, off, n)
-		} else {
+		if n > 0 {
 			err = d.Discard(off, n)
 		}
-	default:
-		err = fmt.Errorf("unsupported op %d", op)
+	case uapi.OpWriteZeroes:
+		// NOUNMAP: the range must stay allocated, so write real zeros;
+		// otherwise a discard (which reads back as zeros) does it cheaper.
+		if r.desc.OpFlags&uapi.IOFNoUnmap != 0 {
+			err = q.writeZeroes(r.tag, off, n)
+		} else if n > 0 {
+			err = d.Discard(off, n)
+		}
 	}
 	if err == nil {
 		return 0
