@@ -35,6 +35,11 @@ type control struct {
 	// ioctlCodes: the kernel takes ioctl-encoded codes (known from
 	// GET_FEATURES or from a device's CMD_IOCTL_ENCODE flag).
 	ioctlCodes bool
+
+	// send issues one command with the first n bytes of buf as its buffer
+	// and returns cqe.res; raw on a real kernel, a fake one in host tests.
+	send func(op uint32, id uint32, n int, data uint64) (int32, error)
+	seq  uint64 // user_data of the last command sent
 }
 
 func openControl() (*control, error) {
@@ -57,13 +62,21 @@ func openControl() (*control, error) {
 		return nil, fmt.Errorf("ublk: control buffer: %w", err)
 	}
 	c := &control{f: f, ring: ring, buf: buf}
-	// GET_FEATURES exists from 6.5 and only in ioctl form; older kernels
-	// answer -ENODEV (6.1) or -EINVAL. spec §1.3.
-	if res, err := c.raw(uapi.CtrlIoctl(uapi.CmdGetFeatures), 0, 8, 0); err == nil && res >= 0 {
-		c.features = le64(buf)
+	c.send = c.raw
+	c.probeFeatures()
+	return c, nil
+}
+
+// probeFeatures asks GET_FEATURES. It exists from 6.5 and only in its exact
+// ioctl form; older kernels answer -ENODEV (6.1: no such device 0), or
+// -EOPNOTSUPP/-ENOTSUPP (6.4, or 6.1 when device 0 exists). spec §1.3. A
+// kernel that answers takes ioctl codes for everything.
+func (c *control) probeFeatures() {
+	clear(c.buf[:8])
+	if res, err := c.send(uapi.CtrlIoctl(uapi.CmdGetFeatures), 0, 8, 0); err == nil && res >= 0 {
+		c.features = le64(c.buf)
 		c.ioctlCodes = true
 	}
-	return c, nil
 }
 
 func (c *control) close() {
@@ -80,14 +93,36 @@ func (c *control) raw(op uint32, id uint32, n int, data uint64) (int32, error) {
 	if n > 0 {
 		cmd.Addr = uapi.Ptr(c.buf)
 	}
-	if err := c.ring.PrepURingCmd(int(c.f.Fd()), op, uapi.Bytes(&cmd), uint64(op)); err != nil {
+	// A command whose wait failed may still complete later: each command
+	// carries its own sequence number and stale completions are dropped.
+	c.seq++
+	if err := c.ring.PrepURingCmd(int(c.f.Fd()), op, uapi.Bytes(&cmd), c.seq); err != nil {
 		return 0, err
 	}
-	cqe, err := c.ring.WaitOne()
-	if err != nil {
-		return 0, err
+	for {
+		cqe, err := c.ring.WaitOne()
+		if err != nil {
+			return 0, err
+		}
+		if cqe.UserData == c.seq {
+			return cqe.Res, nil
+		}
 	}
-	return cqe.Res, nil
+}
+
+// enotsupp is the kernel-internal ENOTSUPP (524) some kernels return for an
+// unknown command; x/sys/unix has no name for it.
+const enotsupp = 524
+
+// pickErr chooses which of two failed answers to report when a command was
+// tried in both encodings: the legacy answer, unless it only says that
+// legacy codes are off (CONFIG_BLKDEV_UBLK_LEGACY_OPCODES=n, 6.4+), in which
+// case the ioctl answer is the kernel's real verdict.
+func pickErr(legacy, ioctl int32) int32 {
+	if legacy == -int32(unix.EOPNOTSUPP) || legacy == -enotsupp {
+		return ioctl
+	}
+	return legacy
 }
 
 var cmdNames = map[uint32]string{
@@ -127,7 +162,7 @@ func (c *control) cmd(nr uint32, id uint32, in, out []byte, size int, data uint6
 	try := func(op uint32) int32 {
 		clear(c.buf[:size])
 		copy(c.buf, in)
-		res, err := c.raw(op, id, size, data)
+		res, err := c.send(op, id, size, data)
 		if err != nil {
 			return -int32(unix.EIO)
 		}
@@ -137,10 +172,14 @@ func (c *control) cmd(nr uint32, id uint32, in, out []byte, size int, data uint6
 	if c.ioctlCodes {
 		res = try(uapi.CtrlIoctl(nr))
 	} else {
+		// Encoding unknown (6.4 without GET_FEATURES, or < 6.4): legacy
+		// first, since before 6.4 it is the only one.
 		res = try(nr)
 		if res < 0 {
-			if r2 := try(uapi.CtrlIoctl(nr)); r2 >= 0 || nr == uapi.CmdAddDev {
+			if r2 := try(uapi.CtrlIoctl(nr)); r2 >= 0 {
 				res = r2
+			} else {
+				res = pickErr(res, r2)
 			}
 		}
 	}
@@ -160,19 +199,31 @@ func (c *control) cmd(nr uint32, id uint32, in, out []byte, size int, data uint6
 }
 
 // addDev creates a device; info is sent and replaced by the kernel's answer.
-// ADD_DEV is always tried ioctl-encoded first, then legacy (spec §3.1).
+// With the encoding known from GET_FEATURES only the ioctl form is sent;
+// otherwise ioctl first, then legacy on any error: 6.1 answers the ioctl
+// form with -ENODEV, not -EINVAL (spec §1.3, §3.1).
 func (c *control) addDev(info *uapi.DevInfo) error {
 	c.mu.Lock()
 	id := info.DevID
-	var res int32
+	ops := []uint32{uapi.CtrlIoctl(uapi.CmdAddDev), uapi.CmdAddDev}
+	if c.ioctlCodes {
+		ops = ops[:1]
+	}
+	var res, first int32
 	var err error
-	for _, op := range []uint32{uapi.CtrlIoctl(uapi.CmdAddDev), uapi.CmdAddDev} {
+	for i, op := range ops {
 		clear(c.buf[:64])
 		copy(c.buf, uapi.Bytes(info))
-		res, err = c.raw(op, id, 64, 0)
+		res, err = c.send(op, id, 64, 0)
 		if err == nil && res >= 0 {
 			break
 		}
+		if err == nil && i == 0 {
+			first = res
+		}
+	}
+	if err == nil && res < 0 && len(ops) == 2 {
+		res = pickErr(res, first)
 	}
 	if err == nil && res >= 0 {
 		copy(uapi.Bytes(info), c.buf[:64])
@@ -185,7 +236,14 @@ func (c *control) addDev(info *uapi.DevInfo) error {
 		return fmt.Errorf("ublk: ADD_DEV: %w", err)
 	}
 	if res < 0 {
-		return &CmdError{Cmd: "ADD_DEV", DevID: -1, Err: syscall.Errno(-res)}
+		err := &CmdError{Cmd: "ADD_DEV", DevID: -1, Err: syscall.Errno(-res)}
+		if res == -int32(unix.EACCES) && os.Geteuid() == 0 {
+			// Up to 6.6 every device counts against the module parameter
+			// ublks_max (default 64); later kernels count only unprivileged
+			// ones.
+			return fmt.Errorf("%w (too many ublk devices? see ublk_drv's ublks_max parameter)", err)
+		}
+		return err
 	}
 	return nil
 }
@@ -205,6 +263,31 @@ func (c *control) getParams(id uint32) (uapi.Params, error) {
 	p.Len = uint32(len(uapi.Bytes(&p)))
 	err := c.cmd(uapi.CmdGetParams, id, uapi.Bytes(&p), uapi.Bytes(&p), int(p.Len), 0)
 	return p, err
+}
+
+// requestFlags is the UBLK_F_* set asked for at ADD_DEV, given the
+// GET_FEATURES answer (0 before 6.5) and the options. Kernels up to 7.0 mask
+// unknown flags rather than refuse them, but a known feature set is honoured
+// anyway so that nothing depends on that.
+func requestFlags(features uint64, o *Options) uint64 {
+	var f uint64
+	// USER_COPY exists from 6.5, the first kernel with GET_FEATURES; without
+	// an answer it cannot be there.
+	if !o.NoUserCopy && features&uapi.FUserCopy != 0 {
+		f |= uapi.FUserCopy
+	}
+	if !o.NoRecovery {
+		// USER_RECOVERY and REISSUE exist since 6.1 (the oldest kernel we
+		// serve). REISSUE: I/O in flight when the server dies is requeued
+		// for the next server rather than failed. 6.13+ refuses REISSUE
+		// without USER_RECOVERY and REISSUE together with FAIL_IO, so the
+		// pair is only ever sent together.
+		rec := uint64(uapi.FUserRecovery | uapi.FUserRecoveryReissue)
+		if features == 0 || features&rec == rec {
+			f |= rec
+		}
+	}
+	return f
 }
 
 func (c *control) simple(nr uint32, id uint32, data uint64) error {

@@ -112,22 +112,23 @@ func (dev *Device) create() error {
 	if dev.opts.ID != nil {
 		id = uint32(*dev.opts.ID)
 	}
-	flags := uint64(0)
-	if !dev.opts.NoUserCopy && c.features&uapi.FUserCopy != 0 {
-		flags |= uapi.FUserCopy
-	}
-	if !dev.opts.NoRecovery {
-		// Offered since 6.1; a kernel without it drops the bits.
-		flags |= uapi.FUserRecovery | uapi.FUserRecoveryReissue
-	}
+	// state and ublksrv_pid stay 0: 6.12 stores whatever it is given.
 	info := uapi.DevInfo{
 		NrHwQueues:    uint16(dev.opts.Queues),
 		QueueDepth:    uint16(dev.opts.Depth),
 		MaxIOBufBytes: uint32(dev.opts.MaxIO),
 		DevID:         id, // must equal the ctrl cmd's dev_id (spec §1.2)
-		Flags:         flags,
+		Flags:         requestFlags(c.features, &dev.opts),
 	}
 	if err := c.addDev(&info); err != nil {
+		return err
+	}
+	// The kernel answers with what it granted: queues clamped to the CPU
+	// count, max_io_buf_bytes rounded down to the page size, flags masked.
+	// Everything below sizes itself from this answer, never from opts.
+	if err := checkGranted(&info); err != nil {
+		dev.id = info.DevID
+		dev.delete()
 		return err
 	}
 	dev.id, dev.info = info.DevID, info
@@ -139,9 +140,15 @@ func (dev *Device) create() error {
 		dev.delete()
 		return err
 	}
-	if err := c.setParams(dev.id, dev.params()); err != nil {
-		dev.abort()
-		return err
+	p := dev.params()
+	if testHook.badParams {
+		p.Basic.LogicalBSShift = 8 // below 512 bytes: every kernel refuses it
+	}
+	if !testHook.skipSetParams {
+		if err := c.setParams(dev.id, p); err != nil {
+			dev.abort()
+			return err
+		}
 	}
 	if err := dev.startQueues(); err != nil {
 		dev.abort()
@@ -237,6 +244,27 @@ func (dev *Device) recover() error {
 		return err
 	}
 	go dev.reap()
+	return nil
+}
+
+// testHook makes the kernel refuse a creation step, so tests can check that
+// every failure path tears down what was made. Tests only.
+var testHook struct {
+	badParams     bool // SET_PARAMS fails (-EINVAL)
+	skipSetParams bool // START_DEV fails: no BASIC params (-EINVAL)
+}
+
+// checkGranted rejects an ADD_DEV answer the server cannot work with.
+func checkGranted(info *uapi.DevInfo) error {
+	switch {
+	case info.NrHwQueues == 0 || info.QueueDepth == 0:
+		return fmt.Errorf("ublk: device %d granted %d queues of depth %d", info.DevID, info.NrHwQueues, info.QueueDepth)
+	case info.MaxIOBufBytes < 1<<uapi.SectorShift || info.MaxIOBufBytes > 1<<uapi.IOBufBits:
+		return fmt.Errorf("ublk: device %d granted max I/O of %d bytes", info.DevID, info.MaxIOBufBytes)
+	case info.Flags&(uapi.FNeedGetData|uapi.FSupportZeroCopy|uapi.FUnprivilegedDev|uapi.FZoned) != 0:
+		// Never asked for; serving them needs a different data path.
+		return fmt.Errorf("ublk: device %d granted unrequested flags %#x", info.DevID, info.Flags)
+	}
 	return nil
 }
 
@@ -381,11 +409,22 @@ func (dev *Device) Close() error {
 		default:
 			// Queues keep serving during STOP_DEV: del_gendisk may write back.
 			if err := dev.ctrl.simple(uapi.CmdStopDev, dev.id, 0); err != nil {
+				// Without STOP_DEV nothing aborts the tags and the queues
+				// would serve forever: end them here instead (closing a
+				// ring cancels its FETCHes on 6.7+; 6.1–6.6 notice the
+				// exited threads within 5 s).
 				dev.closeErr = err
+				for _, q := range dev.queues {
+					q.quit()
+				}
 			}
 			<-dev.done
 		}
 		dev.char.Close()
+		// If the queues ended without a STOP_DEV (their threads died, or
+		// STOP_DEV failed), 6.1–6.6 leave the device LIVE until their 5 s
+		// monitor notices, and a DEL_DEV sent before that hangs (spec §3.5).
+		dev.waitNotLive(10 * time.Second)
 		// DEL_DEV waits for every reference (ublkc fd, descriptor mmaps),
 		// all released above.
 		// ENODEV: a detach that gave up waiting deleted it already.
@@ -395,6 +434,27 @@ func (dev *Device) Close() error {
 		dev.ctrl.close()
 	})
 	return dev.closeErr
+}
+
+// waitNotLive polls the device state until it is no longer LIVE, for at
+// most d. A stopped device is DEAD at once, so this costs one GET_DEV_INFO.
+func (dev *Device) waitNotLive(d time.Duration) {
+	if _, err := waitState(dev.ctrl, dev.id, d, 100*time.Millisecond); err != nil && !errors.Is(err, unix.ENODEV) {
+		dev.log.Debug("ublk: waiting for the device to leave LIVE", "err", err)
+	}
+}
+
+// waitState polls GET_DEV_INFO every poll until the device is not LIVE or d
+// has passed, and returns the last answer.
+func waitState(c *control, id uint32, d, poll time.Duration) (uapi.DevInfo, error) {
+	deadline := time.Now().Add(d)
+	for {
+		di, err := c.devInfo(id)
+		if err != nil || di.State != uapi.StateLive || !time.Now().Before(deadline) {
+			return di, err
+		}
+		time.Sleep(poll)
+	}
 }
 
 // Info describes a ublk device as the kernel reports it.
@@ -486,7 +546,15 @@ func Detach(id int, timeout time.Duration) error {
 		return err
 	}
 	defer c.close()
-	di, err := c.devInfo(uint32(id))
+	return detach(c, uint32(id), timeout, 100*time.Millisecond, pidAlive)
+}
+
+func pidAlive(pid int) bool { return pid > 0 && unix.Kill(pid, 0) != unix.ESRCH }
+
+// detach is Detach on an open control, with the liveness test and the poll
+// interval as parameters for the host tests.
+func detach(c *control, id uint32, timeout, poll time.Duration, alive func(pid int) bool) error {
+	di, err := c.devInfo(id)
 	if err != nil {
 		return err
 	}
@@ -495,34 +563,31 @@ func Detach(id int, timeout time.Duration) error {
 	}
 	deadline := time.Now().Add(timeout)
 	pid := int(di.SrvPID)
-	alive := func() bool { return pid > 0 && unix.Kill(pid, 0) != unix.ESRCH }
-	serverAlive := alive()
-	if !serverAlive {
-		// 6.1 notices a dead server only from a 5 s monitor, and a DEL_DEV
-		// sent before that hangs (spec §3.5): wait until it is not LIVE.
-		for di.State == uapi.StateLive && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-			if di, err = c.devInfo(uint32(id)); err != nil {
-				return err
-			}
+	serverAlive := alive(pid)
+	if !serverAlive && di.State == uapi.StateLive {
+		// 6.1–6.6 notice a dead server only from a 5 s monitor, and a
+		// DEL_DEV (or STOP_DEV) sent before that hangs (spec §3.5): wait
+		// until it is not LIVE.
+		if _, err := waitState(c, id, time.Until(deadline), poll); err != nil {
+			return err
 		}
 	}
-	if err := c.simple(uapi.CmdStopDev, uint32(id), 0); err != nil {
+	if err := c.simple(uapi.CmdStopDev, id, 0); err != nil {
 		return err
 	}
-	for serverAlive && alive() && time.Now().Before(deadline) {
-		if _, err := c.devInfo(uint32(id)); errors.Is(err, unix.ENODEV) {
+	for serverAlive && alive(pid) && time.Now().Before(deadline) {
+		if _, err := c.devInfo(id); errors.Is(err, unix.ENODEV) {
 			return nil // the server deleted it
 		} else if err != nil {
 			return err
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(poll)
 	}
-	if _, err := c.devInfo(uint32(id)); errors.Is(err, unix.ENODEV) {
+	if _, err := c.devInfo(id); errors.Is(err, unix.ENODEV) {
 		return nil
 	}
 	// No server left to delete it (or it did not within timeout): do it here.
-	if err := c.simple(uapi.CmdDelDev, uint32(id), 0); err != nil && !errors.Is(err, unix.ENODEV) {
+	if err := c.simple(uapi.CmdDelDev, id, 0); err != nil && !errors.Is(err, unix.ENODEV) {
 		return err
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -226,6 +227,83 @@ func TestDetach(t *testing.T) {
 		t.Fatalf("Detach: %v", err)
 	}
 	assertGone(t, id)
+}
+
+// checkNoLeak fails if goroutines started after before are still running
+// (Close must end every queue, worker and reaper goroutine).
+func checkNoLeak(t *testing.T, before int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// Every failure during creation undoes what was made: the kernel refuses
+// SET_PARAMS, or START_DEV (no BASIC params) after the queues have fetched.
+func TestStartFailureLeavesNothing(t *testing.T) {
+	needUblk(t)
+	tests := []struct {
+		name string
+		hook *bool
+		opts Options
+	}{
+		{"SET_PARAMS refused", &testHook.badParams, Options{Queues: 2, Depth: 8}},
+		{"START_DEV refused", &testHook.skipSetParams, Options{Queues: 2, Depth: 8}},
+		{"START_DEV refused, buffers", &testHook.skipSetParams, Options{Queues: 1, Depth: 4, NoUserCopy: true, NoRecovery: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := 9
+			tt.opts.ID = &id
+			before := runtime.NumGoroutine()
+			*tt.hook = true
+			dev, err := Start(disk.NewMem(make([]byte, 1<<20), false), tt.opts)
+			*tt.hook = false
+			if err == nil {
+				dev.Close()
+				t.Fatal("Start succeeded although the kernel refused a step")
+			}
+			t.Logf("Start: %v", err)
+			var ce *CmdError
+			if !errors.As(err, &ce) || !errors.Is(err, unix.EINVAL) {
+				t.Errorf("error %v: want the kernel's EINVAL as a CmdError", err)
+			}
+			assertGone(t, id)
+			checkNoLeak(t, before)
+			// The id is free again: a real device can take it.
+			d := start(t, disk.NewMem(make([]byte, 1<<20), true), Options{ID: &id, Queues: 1, Depth: 4})
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			assertGone(t, id)
+		})
+	}
+}
+
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	needUblk(t)
+	before := runtime.NumGoroutine()
+	dev, err := Start(disk.NewMem(pattern(3, 1<<20), false), Options{Queues: 2, Depth: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := dev.ID()
+	if _, err := os.ReadFile(dev.BlockPath()); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Close(); err != nil { // idempotent
+		t.Fatalf("second Close: %v", err)
+	}
+	assertGone(t, id)
+	checkNoLeak(t, before)
 }
 
 func TestOptionsRejected(t *testing.T) {
