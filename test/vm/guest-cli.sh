@@ -118,6 +118,27 @@ else
   bad "attach for recovery"
 fi
 
-# E. Failure paths leave nothing behind.
+# E. Server killed without recovery: the block device goes (6.12 at once,
+# 6.1-6.6 from their 5 s monitor), /dev/ublkcN stays until a detach from
+# another process deletes it.
+if attach /tmp/e --id 4 --no-recovery "$STACK_RO"; then
+  kill -KILL $apid; wait $apid 2>/dev/null
+  check "detach of a device whose server was killed" obdfs ublk detach 4
+  check "no device left after detaching a dead server" gone 4
+else
+  bad "attach --no-recovery"
+fi
+
+# F. SIGTERM while the device is being created (as soon as ADD_DEV made
+# /dev/ublkc5): the server finishes or undoes the creation, then exits 0.
+obdfs ublk attach --id 5 "$STACK_RO" >/tmp/f.out 2>/tmp/f.err &
+apid=$!
+i=0
+while [ ! -e /sys/class/ublk-char/ublkc5 ] && kill -0 $apid 2>/dev/null && [ $i -lt 200000 ]; do i=$((i + 1)); done
+kill -TERM $apid
+if wait $apid; then ok "SIGTERM during creation: server exits 0"; else bad "SIGTERM during creation: server exit $?"; cat /tmp/f.err; fi
+check "no device left after SIGTERM during creation" gone 5
+
+# G. Failure paths leave nothing behind.
 check "attach of a missing stack fails" sh -c '! obdfs ublk attach /data/missing.lsmt'
 check "no ublk devices left at all" sh -c '[ -z "$(ls /sys/class/ublk-char/ 2>/dev/null)" ]'
