@@ -215,7 +215,11 @@ func NewReader(r io.ReaderAt, size int64, opts ...Option) (*Reader, error) {
 	}
 	dataStart := int64(HeaderSize) // + dict_size, always 0
 	if used.IndexOffset < uint64(dataStart) || used.IndexOffset > uint64(limit) || used.IndexSize*4 > uint64(limit)-used.IndexOffset {
-		return nil, ferr(usedAt+40, "index", ErrFormat, "offset %d + %d entries x 4 bytes does not fit in the %d bytes before the trailer", used.IndexOffset, used.IndexSize, limit)
+		where := fmt.Sprintf("the %d bytes before the trailer", limit)
+		if !z.info.UsedTrailer {
+			where = fmt.Sprintf("the %d-byte file", limit) // overwritten header: no trailer involved
+		}
+		return nil, ferr(usedAt+40, "index", ErrFormat, "offset %d + %d entries x 4 bytes does not fit in %s", used.IndexOffset, used.IndexSize, where)
 	}
 	if used.OriginalSize > 1<<62 {
 		return nil, ferr(usedAt+56, "original size", ErrFormat, "%d is too large", used.OriginalSize)
