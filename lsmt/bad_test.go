@@ -136,6 +136,9 @@ func FuzzNewFile(f *testing.F) {
 	}
 	small := smallLayer(f)
 	f.Add(small)
+	for _, s := range interopSeeds() {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		lf, err := NewFile(bytes.NewReader(b), int64(len(b)), "fuzz")
 		if err != nil {

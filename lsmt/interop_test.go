@@ -532,3 +532,18 @@ func TestEmptyCommittedLayer(t *testing.T) {
 	f := openBytes(t, b, "empty")
 	checkView(t, f, 1<<20, make([]byte, 1<<20))
 }
+
+// interopSeeds are small files of the shapes above, for FuzzNewFile.
+func interopSeeds() [][]byte {
+	recs := []Record{{Offset: 0, Length: 2}, {Offset: 2, Length: 6, Zeroed: true}, {Offset: 9, Length: 3}}
+	sealed, _ := compactLayer(64<<10, recs, 1)
+	sealed.hdrFlags = FlagHeader | FlagData // §1.6.2: RW header kept
+	sealed.pad = bytes.Repeat([]byte{0xA5}, 512-len(recs)*RecordSize)
+	tagged, _ := compactLayer(64<<10, recs, 2)
+	for i := range tagged.recs {
+		tagged.recs[i].Tag = uint8(i + 1)
+	}
+	tagged.uuid = "c02fb491-b4d4-4904-8684-a014d032af78"
+	tagged.tag = bytes.Repeat([]byte("t"), UserTagSize)
+	return [][]byte{sealed.bytes(), tagged.bytes()}
+}
