@@ -49,6 +49,16 @@ func attach(t *testing.T, file string, o loopdev.Options) *loopdev.Device {
 
 func TestAttach(t *testing.T) {
 	needLoop(t)
+	for _, legacy := range []bool{false, true} {
+		t.Run(map[bool]string{false: "configure", true: "legacy"}[legacy], func(t *testing.T) {
+			defer loopdev.SetForceLegacy(legacy)()
+			testAttach(t)
+		})
+	}
+}
+
+// testAttach runs the attach table with the ioctl path chosen by the caller.
+func testAttach(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		opts   loopdev.Options
