@@ -20,6 +20,7 @@ type catCmd struct {
 	Offset int64  `help:"Start at this byte offset of the virtual disk." default:"0"`
 	Length int64  `help:"Write this many bytes (default: to the end of the disk)." default:"-1"`
 	remoteFlags
+	orderFlag
 	Stack string `arg:"" name:"STACK" help:"Image config (*.json) or layer files, comma-separated, bottom first."`
 }
 
@@ -28,7 +29,7 @@ func (c *catCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	s, err := image.Open(c.Stack, image.Options{Remote: ro})
+	s, err := image.Open(c.Stack, image.Options{Remote: ro, NoOrderCheck: c.NoOrderCheck})
 	if err != nil {
 		return err
 	}

@@ -290,3 +290,12 @@ func TestMerge(t *testing.T) {
 		})
 	}
 }
+
+// A broken parent-uuid chain is refused, unless --no-order-check.
+func TestOrderCheck(t *testing.T) {
+	fx := needFixtures(t)
+	wrong := fx + "/d/l1.lsmt," + fx + "/d/l3.lsmt"
+	out := filepath.Join(t.TempDir(), "x.raw")
+	runFail(t, "out of order", "cat", "-o", out, wrong)
+	run(t, "cat", "--no-order-check", "-o", out, wrong)
+}

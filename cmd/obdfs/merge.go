@@ -23,6 +23,7 @@ type mergeCmd struct {
 	Force    bool   `short:"f" help:"Replace OUT if it exists."`
 	zfileOpts
 	remoteFlags
+	orderFlag
 	Stack string `arg:"" name:"STACK" help:"Image config (*.json), layer files (comma-separated, bottom first), docker://REF or oci:DIR[:TAG]."`
 	Out   string `arg:"" name:"OUT" help:"Merged layer file to write." type:"path"`
 }
@@ -40,7 +41,7 @@ func (c *mergeCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	s, err := image.Open(c.Stack, image.Options{Remote: ro})
+	s, err := image.Open(c.Stack, image.Options{Remote: ro, NoOrderCheck: c.NoOrderCheck})
 	if err != nil {
 		return err
 	}

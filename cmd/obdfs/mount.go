@@ -39,6 +39,7 @@ type mountCmd struct {
 	LogFile       string `placeholder:"FILE" help:"Daemon log (default: the mountpoint's .log beside its control socket)."`
 	DebugFUSE     bool   `name:"debug-fuse" help:"Log every FUSE request."`
 	remoteFlags
+	orderFlag
 
 	Mountpoint string   `arg:"" name:"MOUNTPOINT" help:"Directory to mount on." type:"path"`
 	Stacks     []string `arg:"" optional:"" name:"NAME=STACK" help:"Serve STACK as the file MOUNTPOINT/NAME."`
@@ -101,7 +102,7 @@ func (c *mountCmd) Run() error {
 	}
 	cache := blockcache.New(cacheSize)
 	open := func(spec string) (disk.Disk, error) {
-		s, err := image.Open(spec, image.Options{Cache: cache, Remote: ro})
+		s, err := image.Open(spec, image.Options{Cache: cache, Remote: ro, NoOrderCheck: c.NoOrderCheck})
 		if err != nil {
 			return nil, err
 		}

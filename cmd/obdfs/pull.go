@@ -30,6 +30,12 @@ type remoteFlags struct {
 	Platform string `default:"linux/amd64" placeholder:"OS/ARCH[/VARIANT]" help:"Image to pick from a multi-platform index."`
 }
 
+// orderFlag lets commands that open a STACK skip the parent-uuid chain
+// check, which overlaybd itself does not make at runtime.
+type orderFlag struct {
+	NoOrderCheck bool `name:"no-order-check" help:"Open layers even when a layer's parent uuid is not the uuid of the layer below (both set)."`
+}
+
 func (f remoteFlags) options() (remote.Options, error) {
 	max, err := parseSize(f.CacheMax)
 	if err != nil || max <= 0 {

@@ -37,6 +37,7 @@ type ublkAttachCmd struct {
 	NoRecovery bool   `name:"no-recovery" help:"Create the device without user recovery: it disappears when the server dies."`
 	CacheSize  string `default:"256MiB" placeholder:"SIZE" help:"Decoded-block cache."`
 	remoteFlags
+	orderFlag
 	Stack string `arg:"" name:"STACK" help:"Image config (*.json), layer files (comma-separated, bottom first), docker://REF or oci:DIR[:TAG]."`
 }
 
@@ -60,7 +61,7 @@ func (c *ublkAttachCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	s, err := image.Open(c.Stack, image.Options{Cache: blockcache.New(cacheSize), Remote: ro})
+	s, err := image.Open(c.Stack, image.Options{Cache: blockcache.New(cacheSize), Remote: ro, NoOrderCheck: c.NoOrderCheck})
 	if err != nil {
 		return err
 	}
