@@ -123,13 +123,11 @@ func TestOpenRWBadInput(t *testing.T) {
 }
 
 func FuzzNewFile(f *testing.F) {
-	for _, n := range []string{"a/base.lsmt", "d/l2.lsmt", "d/l3.lsmt"} {
-		b, err := os.ReadFile(filepath.Join(fixtureDir, n))
-		if err != nil {
-			continue
-		}
+	// Only small seeds: the fixtures (145–860 KB, opened by the fixture
+	// tests) slowed the fuzzer to a few hundred execs per run. d/l3.lsmt is
+	// the smallest real one (41 KB) and stays, with a damaged-trailer copy.
+	if b, err := os.ReadFile(filepath.Join(fixtureDir, "d/l3.lsmt")); err == nil {
 		f.Add(b)
-		// Smaller seeds: header + index + trailer only, keeping sizes consistent.
 		c := bytes.Clone(b)
 		c[len(c)-HeaderSize+40] ^= 1
 		f.Add(c)
