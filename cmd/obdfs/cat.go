@@ -19,17 +19,16 @@ type catCmd struct {
 	Output string `short:"o" placeholder:"OUT" help:"Write to this file (sparse: zero ranges become holes) instead of standard output."`
 	Offset int64  `help:"Start at this byte offset of the virtual disk." default:"0"`
 	Length int64  `help:"Write this many bytes (default: to the end of the disk)." default:"-1"`
-	remoteFlags
-	orderFlag
+	stackFlags
 	Stack string `arg:"" name:"STACK" help:"Image config (*.json) or layer files, comma-separated, bottom first."`
 }
 
 func (c *catCmd) Run() error {
-	ro, err := c.remoteFlags.options()
+	o, err := c.imageOptions(nil)
 	if err != nil {
 		return err
 	}
-	s, err := image.Open(c.Stack, image.Options{Remote: ro, NoOrderCheck: c.NoOrderCheck})
+	s, err := image.Open(c.Stack, o)
 	if err != nil {
 		return err
 	}

@@ -22,8 +22,7 @@ type mergeCmd struct {
 	Message  string `short:"m" placeholder:"MSG" help:"Commit message (user tag, at most 256 bytes)."`
 	Force    bool   `short:"f" help:"Replace OUT if it exists."`
 	zfileOpts
-	remoteFlags
-	orderFlag
+	stackFlags
 	Stack string `arg:"" name:"STACK" help:"Image config (*.json), layer files (comma-separated, bottom first), docker://REF or oci:DIR[:TAG]."`
 	Out   string `arg:"" name:"OUT" help:"Merged layer file to write." type:"path"`
 }
@@ -37,11 +36,11 @@ func (c *mergeCmd) Run() error {
 		}
 		zo = &o
 	}
-	ro, err := c.remoteFlags.options()
+	o, err := c.imageOptions(nil)
 	if err != nil {
 		return err
 	}
-	s, err := image.Open(c.Stack, image.Options{Remote: ro, NoOrderCheck: c.NoOrderCheck})
+	s, err := image.Open(c.Stack, o)
 	if err != nil {
 		return err
 	}

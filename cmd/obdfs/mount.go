@@ -38,8 +38,7 @@ type mountCmd struct {
 	MaxBackground int    `default:"64" help:"Asynchronous FUSE requests the kernel keeps in flight (readahead, async direct I/O)."`
 	LogFile       string `placeholder:"FILE" help:"Daemon log (default: the mountpoint's .log beside its control socket)."`
 	DebugFUSE     bool   `name:"debug-fuse" help:"Log every FUSE request."`
-	remoteFlags
-	orderFlag
+	stackFlags
 
 	Mountpoint string   `arg:"" name:"MOUNTPOINT" help:"Directory to mount on." type:"path"`
 	Stacks     []string `arg:"" optional:"" name:"NAME=STACK" help:"Serve STACK as the file MOUNTPOINT/NAME."`
@@ -96,20 +95,19 @@ func (c *mountCmd) Run() error {
 		return c.daemonize(mp)
 	}
 
-	ro, err := c.remoteFlags.options()
+	o, err := c.imageOptions(blockcache.New(cacheSize))
 	if err != nil {
 		return err
 	}
-	cache := blockcache.New(cacheSize)
 	open := func(spec string) (disk.Disk, error) {
-		s, err := image.Open(spec, image.Options{Cache: cache, Remote: ro, NoOrderCheck: c.NoOrderCheck})
+		s, err := image.Open(spec, o)
 		if err != nil {
 			return nil, err
 		}
 		return s, nil
 	}
 	s, err := server.Start(server.Config{
-		Mountpoint: mp, Open: open, Cache: cache, Log: slog.Default(),
+		Mountpoint: mp, Open: open, Cache: o.Cache, Log: slog.Default(),
 		Mount: fusefs.MountOptions{MaxIO: int(maxIO), ReadAheadKB: c.ReadaheadKB, MaxBackground: c.MaxBackground, Debug: c.DebugFUSE},
 	}, stacks)
 	ready := readyPipe()

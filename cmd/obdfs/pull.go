@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/obdfs/obdfs/blockcache"
+	"github.com/obdfs/obdfs/image"
 	"github.com/obdfs/obdfs/remote"
 )
 
@@ -30,10 +32,22 @@ type remoteFlags struct {
 	Platform string `default:"linux/amd64" placeholder:"OS/ARCH[/VARIANT]" help:"Image to pick from a multi-platform index."`
 }
 
-// orderFlag lets commands that open a STACK skip the parent-uuid chain
-// check, which overlaybd itself does not make at runtime.
-type orderFlag struct {
+// stackFlags are the flags of every command that opens a STACK: the
+// registry options, and skipping the parent-uuid chain check (which
+// overlaybd itself does not make at runtime).
+type stackFlags struct {
+	remoteFlags
 	NoOrderCheck bool `name:"no-order-check" help:"Open layers even when a layer's parent uuid is not the uuid of the layer below (both set)."`
+}
+
+// imageOptions returns the image.Options the flags ask for, with cache as
+// the decoded-block cache (nil: none).
+func (f stackFlags) imageOptions(cache *blockcache.Cache) (image.Options, error) {
+	ro, err := f.remoteFlags.options()
+	if err != nil {
+		return image.Options{}, err
+	}
+	return image.Options{Cache: cache, Remote: ro, NoOrderCheck: f.NoOrderCheck}, nil
 }
 
 func (f remoteFlags) options() (remote.Options, error) {

@@ -36,8 +36,7 @@ type ublkAttachCmd struct {
 	NoUserCopy bool   `name:"no-user-copy" help:"Move data through buffer addresses even where the kernel offers USER_COPY."`
 	NoRecovery bool   `name:"no-recovery" help:"Create the device without user recovery: it disappears when the server dies."`
 	CacheSize  string `default:"256MiB" placeholder:"SIZE" help:"Decoded-block cache."`
-	remoteFlags
-	orderFlag
+	stackFlags
 	Stack string `arg:"" name:"STACK" help:"Image config (*.json), layer files (comma-separated, bottom first), docker://REF or oci:DIR[:TAG]."`
 }
 
@@ -57,11 +56,11 @@ func (c *ublkAttachCmd) Run() error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	ro, err := c.remoteFlags.options()
+	o, err := c.imageOptions(blockcache.New(cacheSize))
 	if err != nil {
 		return err
 	}
-	s, err := image.Open(c.Stack, image.Options{Cache: blockcache.New(cacheSize), Remote: ro, NoOrderCheck: c.NoOrderCheck})
+	s, err := image.Open(c.Stack, o)
 	if err != nil {
 		return err
 	}
