@@ -2,7 +2,7 @@
 # them itself through test/install-deps.sh (root on a Debian machine).
 GO        ?= go
 BIN       := bin/obdfs
-FUZZTIME  ?= 10s
+FUZZTIME  ?= 30000x
 BENCHTIME ?= 1s
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
