@@ -9,18 +9,17 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/fusefs"
+	"github.com/obdfs/obdfs/internal/leakcheck"
 )
 
 func needRoot(t *testing.T) {
@@ -405,17 +404,9 @@ func (c *closeCounter) Close() error {
 
 func TestNoLeaksAfterUnmount(t *testing.T) {
 	needRoot(t)
-	countFDs := func() int {
-		ents, err := os.ReadDir("/proc/self/fd")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(ents)
-	}
 	// Warm up once so lazily started runtime goroutines and pools exist.
 	for i := range 2 {
-		runtime.GC()
-		g0, fd0 := runtime.NumGoroutine(), countFDs()
+		before := leakcheck.Take()
 		cc := &closeCounter{locked: newMem(randBytes(7, 2<<20), false)}
 		m := mount(t, map[string]disk.Disk{"a": newMem(randBytes(7, 2<<20), true), "b": cc})
 		if _, err := os.ReadFile(filepath.Join(m.dir, "a")); err != nil {
@@ -436,18 +427,7 @@ func TestNoLeaksAfterUnmount(t *testing.T) {
 		if i == 0 {
 			continue
 		}
-		var g1, fd1 int
-		for range 50 { // goroutines of the server exit asynchronously
-			g1, fd1 = runtime.NumGoroutine(), countFDs()
-			if g1 <= g0 && fd1 <= fd0 {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if g1 > g0 || fd1 > fd0 {
-			buf := make([]byte, 1<<16)
-			t.Errorf("leak: goroutines %d -> %d, fds %d -> %d\n%s", g0, g1, fd0, fd1, buf[:runtime.Stack(buf, true)])
-		}
+		before.Check(t)
 	}
 }
 

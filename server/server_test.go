@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/internal/leakcheck"
 	"github.com/obdfs/obdfs/server"
 )
 
@@ -215,10 +215,8 @@ func TestStartErrors(t *testing.T) {
 
 func TestNoLeaks(t *testing.T) {
 	needRoot(t)
-	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
 	for i := range 2 { // the first round warms up lazily started runtime parts
-		runtime.GC()
-		g0, fd0 := runtime.NumGoroutine(), fds()
+		before := leakcheck.Take()
 		s := start(t, server.Stack{Name: "a", Spec: "mem:1048576"})
 		os.ReadFile(filepath.Join(s.Mountpoint(), "a"))
 		server.Call(s.Socket(), server.Request{Op: "ls"})
@@ -228,17 +226,7 @@ func TestNoLeaks(t *testing.T) {
 		if i == 0 {
 			continue
 		}
-		var g1, fd1 int
-		for range 50 {
-			if g1, fd1 = runtime.NumGoroutine(), fds(); g1 <= g0 && fd1 <= fd0 {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if g1 > g0 || fd1 > fd0 {
-			buf := make([]byte, 1<<16)
-			t.Errorf("leak: goroutines %d -> %d, fds %d -> %d\n%s", g0, g1, fd0, fd1, buf[:runtime.Stack(buf, true)])
-		}
+		before.Check(t)
 	}
 }
 
