@@ -11,16 +11,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/obdfs/obdfs/internal/fixture"
+
 	"github.com/obdfs/obdfs/blockcache"
 )
 
-const fixtures = "../../shared/fixtures/oracle"
+var fixtures = fixture.OracleDir()
 
 func needFixtures(t testing.TB) {
 	t.Helper()
-	if _, err := os.Stat(fixtures); err != nil {
-		t.Skipf("fixtures not found at %s: %v", fixtures, err)
-	}
+	fixture.Oracle(t, "d/l1.lsmt")
 }
 
 func sumDisk(t testing.TB, s *Stack) string {

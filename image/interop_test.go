@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/obdfs/obdfs/internal/fixture"
+
 	"github.com/obdfs/obdfs/blockcache"
 	"github.com/obdfs/obdfs/lsmt"
 	"github.com/obdfs/obdfs/tarwrap"
@@ -247,7 +249,7 @@ func firstDiffB(a, b []byte) int {
 // realBaseLayer is ext4_64 (§5.1 item 1), the 2021 base ZFile.
 func realBaseLayer(t testing.TB) []byte {
 	t.Helper()
-	f, err := os.Open(filepath.Join(fixtures, "../real/ext4_64.tar.gz"))
+	f, err := os.Open(fixture.Path(t, "real/ext4_64.tar.gz"))
 	if err != nil {
 		t.Skipf("real fixture: %v", err)
 	}

@@ -1,6 +1,8 @@
 package lsmt
 
 import (
+	testdata "github.com/obdfs/obdfs/internal/fixture"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,7 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-const fixtureDir = "../../shared/fixtures/oracle"
+var fixtureDir = testdata.OracleDir()
 
 // Expected content sums from the fixtures' README.
 const (
@@ -27,11 +29,7 @@ const (
 
 func fixture(t testing.TB, rel string) string {
 	t.Helper()
-	p := filepath.Join(fixtureDir, rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("fixture %s absent: %v", p, err)
-	}
-	return p
+	return testdata.Oracle(t, rel)
 }
 
 func openFixture(t testing.TB, rel string) *File {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/obdfs/obdfs/internal/fixture"
+
 	"github.com/obdfs/obdfs/image"
 	"github.com/obdfs/obdfs/lsmt"
 )
@@ -15,13 +17,7 @@ import (
 // accelerated-container-image converter writes them) opens through
 // image.Open, writes, and keeps its data across a reopen.
 func TestSparseUpperThroughImage(t *testing.T) {
-	fx, err := filepath.Abs("../../shared/fixtures/oracle/d")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(fx, "l1.lsmt")); err != nil {
-		t.Skipf("fixtures absent: %v", err)
-	}
+	fx := filepath.Dir(fixture.Oracle(t, "d/l1.lsmt"))
 	dir := t.TempDir()
 	data, index := filepath.Join(dir, "writable_data"), filepath.Join(dir, "writable_index")
 	up, err := lsmt.Create(data, index, lsmt.CreateOptions{Sparse: true}) // vsize 0: inherit

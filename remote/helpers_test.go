@@ -1,6 +1,8 @@
 package remote
 
 import (
+	testdata "github.com/obdfs/obdfs/internal/fixture"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -11,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,8 +27,6 @@ import (
 	"github.com/obdfs/obdfs/zfile"
 )
 
-const oracle = "/work/shared/fixtures/oracle"
-
 // Expected content of the fixture stacks (oracle README).
 const (
 	sumLayer1 = "3a8114c638a5bd9111d70a534daf9e37128b775614357a32ef389785f434d81f"
@@ -39,11 +38,7 @@ var stackFiles = []string{"b/base.lz4.zfile", "d/l2.lsmt", "d/l3.lsmt"}
 
 func fixture(t testing.TB, rel string) string {
 	t.Helper()
-	p := filepath.Join(oracle, rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("needs the oracle fixtures: %v", err)
-	}
-	return p
+	return testdata.Oracle(t, rel)
 }
 
 func fixtures(t testing.TB, rels ...string) []string {

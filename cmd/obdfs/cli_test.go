@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/obdfs/obdfs/internal/fixture"
 )
 
 // The CLI tests run the real binary, built once for the package.
@@ -31,18 +33,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const fixtures = "../../../shared/fixtures/oracle"
-
 func needFixtures(t *testing.T) string {
 	t.Helper()
-	abs, err := filepath.Abs(fixtures)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(abs); err != nil {
-		t.Skipf("fixtures not found at %s", abs)
-	}
-	return abs
+	return filepath.Dir(fixture.Oracle(t, "d/l1.lsmt"))
 }
 
 func run(t *testing.T, args ...string) string {

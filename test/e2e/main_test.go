@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obdfs/obdfs/internal/fixture"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -29,7 +31,7 @@ var (
 	buildErr error
 )
 
-const fixtures = "/work/shared/fixtures/oracle"
+var fixtures = fixture.OracleDir()
 
 // Expected sha256 of the 64 MiB fixture disks (fixtures README).
 const (
@@ -77,9 +79,7 @@ func needCmd(t *testing.T, names ...string) {
 
 func needFixtures(t *testing.T) {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(fixtures, "d/l1.lsmt")); err != nil {
-		t.Skipf("needs the oracle fixtures in %s", fixtures)
-	}
+	fixture.Oracle(t, "d/l1.lsmt")
 }
 
 // run runs a command with a deadline (no test may hang on a dead mount).

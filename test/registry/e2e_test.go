@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/obdfs/obdfs/internal/fixture"
 )
 
 var obdfsBin string
@@ -43,15 +45,13 @@ func mustObdfs(t *testing.T, env []string, args ...string) string {
 	return out
 }
 
-const oracle = "/work/shared/fixtures/oracle"
+var oracle = fixture.OracleDir()
 
 // TestPushPullCLI: obdfs push -z (compressing plain LSMT layers) to the
 // htpasswd registry with credentials from a docker config, then obdfs pull
 // (verified), and a second pull that fetches nothing.
 func TestPushPullCLI(t *testing.T) {
-	if _, err := os.Stat(oracle); err != nil {
-		t.Skipf("needs the oracle fixtures: %v", err)
-	}
+	fixture.Oracle(t, "d/l1.lsmt")
 	srv := Start(t, true)
 	env := []string{"DOCKER_CONFIG=" + srv.DockerConfig(t)}
 	ref := srv.Ref("cli/stack:v1")
@@ -160,9 +160,7 @@ func TestMountDockerExt4(t *testing.T) {
 // few requests, credentials from a docker config, blob GETs redirected to
 // an object store that refuses Authorization, one 429 with Retry-After).
 func TestPullCLIEmulated(t *testing.T) {
-	if _, err := os.Stat(oracle); err != nil {
-		t.Skipf("needs the oracle fixtures: %v", err)
-	}
+	fixture.Oracle(t, "d/l1.lsmt")
 	e := Emulate(t)
 	mustObdfs(t, nil, "push", "-z", "--insecure",
 		"--layer", oracle+"/d/l1.lsmt", "--layer", oracle+"/d/l2.lsmt", e.DirectRef("cli/stack:v1"))

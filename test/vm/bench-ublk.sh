@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 obdfs=$(realpath "${OBDFS:-bin/obdfs}")
-fx=${OBDFS_FIXTURES:-/work/shared/fixtures/oracle}
+fx=${OBDFS_FIXTURES:-$(cd "$(dirname "$0")/../../testdata/oracle" && pwd)}
 stack=${1:-$fx/b/base.lz4.zfile,$fx/d/l2.lsmt,$fx/d/l3.lsmt}
 runtime=${RUNTIME:-10}
 work=${WORK:-/var/tmp/obdfs-bench}

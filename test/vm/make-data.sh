@@ -6,7 +6,7 @@
 set -euo pipefail
 obdfs=$1 data=$2
 here=$(cd "$(dirname "$0")" && pwd)
-fx=${OBDFS_FIXTURES:-/work/shared/fixtures/oracle}
+fx=${OBDFS_FIXTURES:-$(cd "$(dirname "$0")/../../testdata/oracle" && pwd)}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 sha() { sha256sum "$1" | cut -d' ' -f1; }
@@ -16,7 +16,7 @@ cp "$fx/b/base.lz4.zfile" "$fx/d/l2.lsmt" "$fx/d/l3.lsmt" "$data/"
 ro="/data/base.lz4.zfile,/data/l2.lsmt,/data/l3.lsmt"
 "$obdfs" cat -o "$tmp/ro.raw" "$data/base.lz4.zfile,$data/l2.lsmt,$data/l3.lsmt"
 sha_ro=$(sha "$tmp/ro.raw")
-# The oracle's own digest of this stack (README.txt): obdfs cat must agree.
+# The oracle's own digest of this stack (testdata/README.md): obdfs cat must agree.
 [ "$sha_ro" = b2315973658f86ec78a1431df439b451b12dd0bad74a39dfd3de10087d63b4e7 ] ||
   { echo "make-data: obdfs cat of the fixture stack gives $sha_ro" >&2; exit 1; }
 sha_rec=$(dd if="$tmp/ro.raw" bs=1M skip=8 count=4 status=none | sha256sum | cut -d' ' -f1)
