@@ -32,6 +32,15 @@ var (
 
 const commitBuf = 1 << 20
 
+// commitPiece is overlaybd's copy step in compact()/pcopy (32 KiB): it copies
+// each record in steps of this many sectors, counted from the record's start,
+// emits one index entry per step and only then folds neighbours together
+// (compress_raw_index, sum of lengths below MaxLength). A long contiguous run
+// therefore ends up in records of 255*64 = 16320 sectors; folding whole
+// records would give other lengths (14336 for 1 MiB writes), the same
+// content in other bytes. Commit follows the same steps.
+const commitPiece = 32 << 10 / SectorSize
+
 // Commit writes src as a committed read-only layer (spec §1.6.1) to w,
 // streaming (no seeks), byte-identical to overlaybd-commit's output for the
 // same source. It returns the number of bytes written.
@@ -66,11 +75,16 @@ func Commit(w io.Writer, src CommitSource, a CommitArgs) (int64, error) {
 	buf := make([]byte, commitBuf)
 	cursor := uint64(dataStart)
 	for _, r := range recs {
-		m := r
-		m.MOffset = cursor
-		out = append(out, m)
 		if r.Zeroed {
+			m := r
+			m.MOffset = cursor
+			out = appendCompressed(out, m)
 			continue
+		}
+		for done := uint64(0); done < r.Length; done += commitPiece {
+			m := r.trim(r.Offset+done, r.Offset+min(done+commitPiece, r.Length))
+			m.MOffset = cursor + done
+			out = appendCompressed(out, m)
 		}
 		// Copy in pieces; a record is at most 8 MiB.
 		for done := uint64(0); done < r.Length; {
@@ -87,7 +101,6 @@ func Commit(w io.Writer, src CommitSource, a CommitArgs) (int64, error) {
 		}
 		cursor += r.Length
 	}
-	out = Compress(out)
 	for len(out)%(HeaderSize/RecordSize) != 0 {
 		out = append(out, invalidRecord)
 	}

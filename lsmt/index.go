@@ -241,15 +241,29 @@ func Compress(recs []Record) []Record {
 	}
 	j := 0
 	for _, r := range recs[1:] {
-		p := &recs[j]
-		if p.End() == r.Offset && p.MEnd() == r.MOffset && p.Zeroed == r.Zeroed && p.Tag == r.Tag && p.Length+r.Length < MaxLength {
-			p.Length += r.Length
+		if joinable(recs[j], r) {
+			recs[j].Length += r.Length
 			continue
 		}
 		j++
 		recs[j] = r
 	}
 	return recs[:j+1]
+}
+
+// appendCompressed appends r to recs, folding it into the last record as
+// Compress would; a sequence of appendCompressed calls equals one Compress.
+func appendCompressed(recs []Record, r Record) []Record {
+	if n := len(recs); n > 0 && joinable(recs[n-1], r) {
+		recs[n-1].Length += r.Length
+		return recs
+	}
+	return append(recs, r)
+}
+
+// joinable reports whether r continues p in compress_raw_index's sense.
+func joinable(p, r Record) bool {
+	return p.End() == r.Offset && p.MEnd() == r.MOffset && p.Zeroed == r.Zeroed && p.Tag == r.Tag && p.Length+r.Length < MaxLength
 }
 
 // MemIndex is the ordered, mutable index of a writable layer: records are

@@ -35,7 +35,8 @@ func TestMain(m *testing.M) {
 
 func needFixtures(t *testing.T) string {
 	t.Helper()
-	return filepath.Dir(fixture.Oracle(t, "d/l1.lsmt"))
+	// testdata/oracle: the tests name files as "d/l3.lsmt", "a/base.lsmt".
+	return filepath.Dir(filepath.Dir(fixture.Oracle(t, "d/l1.lsmt")))
 }
 
 func run(t *testing.T, args ...string) string {

@@ -11,6 +11,10 @@
 # The apt sources here list only bookworm, so a private apt config (sources
 # list, state and cache under $OBDFS_VM_CACHE) is used for `apt-get download`;
 # nothing is installed on the host and the system apt state is untouched.
+# The mirrors are the machine's own: the URIs its apt configuration
+# (/etc/apt/sources.list.d/*.sources, /etc/apt/sources.list{,.d/*.list})
+# uses for Debian's main archive and its security archive; OBDFS_VM_MIRROR
+# and OBDFS_VM_SECURITY_MIRROR override them.
 set -euo pipefail
 flavour=${1:-6.12}
 cache=${OBDFS_VM_CACHE:-/var/cache/obdfs-vm}
@@ -23,16 +27,45 @@ case $flavour in
 6.1) suites="bookworm bookworm-updates" ;;
 *) log "unknown flavour $flavour (want 6.12 or 6.1)"; exit 2 ;;
 esac
+
+# apt_uris prints "URI SUITE" for every enabled deb source of the machine,
+# from deb822 files (Types:/URIs:/Suites:/Enabled:) and one-line lists.
+apt_uris() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk '
+      function flush() { if (uris != "" && enabled != "no" && types ~ / deb( |$)/) { n = split(uris, u, " "); m = split(suites, s, " ");
+        for (i = 1; i <= n; i++) for (j = 1; j <= m; j++) print u[i], s[j] } uris = ""; suites = ""; enabled = ""; types = "" }
+      /^[ \t]*$/ { flush(); next }
+      /^[ \t]*#/ { next }
+      tolower($1) == "types:" { $1 = ""; types = $0 }
+      tolower($1) == "uris:" { $1 = ""; uris = $0 }
+      tolower($1) == "suites:" { $1 = ""; suites = $0 }
+      tolower($1) == "enabled:" { enabled = tolower($2) }
+      END { flush() }' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    # deb [options] URI SUITE COMPONENT...
+    sed -E 's/\[[^]]*\]//' "$f" | awk '$1 == "deb" { print $2, $3 }'
+  done
+}
+# The main archive: the source of a plain bookworm suite; the security
+# archive: the source of bookworm-security.
+mirror=${OBDFS_VM_MIRROR:-$(apt_uris | awk '$2 ~ /^bookworm(-updates)?$/ { print $1; exit }')}
+security=${OBDFS_VM_SECURITY_MIRROR:-$(apt_uris | awk '$2 ~ /^bookworm-security$/ { print $1; exit }')}
+[ -n "$mirror" ] || { log "no Debian bookworm source in this machine's apt configuration (set OBDFS_VM_MIRROR)"; exit 1; }
 {
   echo "Types: deb"
-  echo "URIs: http://deb.debian.org/debian"
+  echo "URIs: $mirror"
   echo "Suites: $suites"
   echo "Components: main"
   echo "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
-  if [ "$flavour" = 6.1 ]; then
+  if [ "$flavour" = 6.1 ] && [ -n "$security" ]; then
     echo
     echo "Types: deb"
-    echo "URIs: http://deb.debian.org/debian-security"
+    echo "URIs: $security"
     echo "Suites: bookworm-security"
     echo "Components: main"
     echo "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
