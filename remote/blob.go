@@ -32,9 +32,13 @@ type Blob struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // fetches in flight
 
-	mu       sync.Mutex
-	inflight map[int64]*flight // chunk -> fetch of a run holding it
-	closed   atomic.Bool
+	mu        sync.Mutex
+	inflight  map[int64]*flight // chunk -> fetch of a run holding it
+	aheadBits []uint64          // chunks readahead brought that no reader used yet
+	closed    atomic.Bool
+
+	ra           streams
+	aheadPending atomic.Int64
 
 	stats blobCounters
 }
@@ -52,10 +56,16 @@ type Stats struct {
 	FetchedBytes int64 // bytes received from the registry into the cache
 	Errors       int64 // ReadAt calls that failed
 	Invalidated  int64 // Invalidate calls
+
+	AheadFetches    int64 // of Fetches, readahead and trace replay GETs
+	AheadBytes      int64 // of FetchedBytes, brought by readahead and trace replay
+	AheadHits       int64 // chunks brought ahead that a reader then used
+	BackgroundBytes int64 // of FetchedBytes, brought by the background download
 }
 
 type blobCounters struct {
 	reads, readBytes, fetches, fetchedBytes, errors, invalidated atomic.Int64
+	aheadFetches, aheadBytes, aheadHits, backgroundBytes         atomic.Int64
 }
 
 func (b *Blob) Size() int64    { return b.size }
@@ -71,6 +81,8 @@ func (b *Blob) Stats() Stats {
 		Reads: b.stats.reads.Load(), ReadBytes: b.stats.readBytes.Load(),
 		Fetches: b.stats.fetches.Load(), FetchedBytes: b.stats.fetchedBytes.Load(),
 		Errors: b.stats.errors.Load(), Invalidated: b.stats.invalidated.Load(),
+		AheadFetches: b.stats.aheadFetches.Load(), AheadBytes: b.stats.aheadBytes.Load(),
+		AheadHits: b.stats.aheadHits.Load(), BackgroundBytes: b.stats.backgroundBytes.Load(),
 	}
 }
 
@@ -160,11 +172,16 @@ func openRemote(ctx context.Context, cl *client, digest string, size int64, o Op
 		return nil, fmt.Errorf("%s: %w", bname, err)
 	}
 	bctx, cancel := context.WithCancel(ctx)
-	return &Blob{
+	b := &Blob{
 		name: bname, digest: digest, size: size,
 		cl: cl, cf: cf, chunk: o.RefillSize, ctx: bctx, cancel: cancel,
-		inflight: map[int64]*flight{},
-	}, nil
+		inflight:  map[int64]*flight{},
+		aheadBits: make([]uint64, (cf.n+63)/64),
+	}
+	if o.Readahead > 0 {
+		b.ra.max = max(o.Readahead/o.RefillSize, 1)
+	}
+	return b, nil
 }
 
 // openLocal opens a blob file of an OCI layout.
@@ -187,8 +204,9 @@ func openLocal(path, digest string, size int64) (*Blob, error) {
 
 // ReadAt reads len(p) bytes at off; a read reaching past the end returns
 // io.EOF with the bytes before it. Missing chunks are fetched (one GET per
-// run of adjacent missing chunks; a chunk already being fetched for another
-// reader is waited for, not fetched again).
+// run of adjacent missing chunks, the runs of one read in parallel; a chunk
+// already being fetched for another reader is waited for, not fetched
+// again). A read that continues a sequential stream also starts readahead.
 func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 	if b.closed.Load() {
 		return 0, fmt.Errorf("%s: %w", b.name, ErrClosed)
@@ -218,10 +236,15 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 		}
 		return n, err
 	}
-	if err := b.ensure(off/b.chunk, (off+int64(len(p))-1)/b.chunk); err != nil {
+	first, last := off/b.chunk, (off+int64(len(p))-1)/b.chunk
+	if from, to := b.ra.observe(first, last, b.cf.n); from <= to {
+		b.readahead(from, to)
+	}
+	if err := b.ensure(first, last); err != nil {
 		b.stats.errors.Add(1)
 		return 0, fmt.Errorf("%s: %w", b.name, err)
 	}
+	b.countAheadHits(first, last)
 	n, err := b.cf.f.ReadAt(p, off)
 	b.stats.readBytes.Add(int64(n))
 	if err != nil {
@@ -231,10 +254,57 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 	return n, eof
 }
 
-// maxRun bounds the bytes of one range GET made for a read.
+// maxRun bounds the bytes of one range GET.
 const maxRun = 4 << 20
 
-// ensure makes chunks [first, last] present.
+// run is chunks [first, last] fetched with one GET under flight f.
+type run struct {
+	first, last int64
+	f           *flight
+}
+
+// claim marks the missing chunks of [first, last] that nobody fetches as
+// ours, in runs of adjacent chunks of at most maxChunks, and returns them
+// with the flights of chunks others are fetching.
+func (b *Blob) claim(first, last, maxChunks int64) (runs []run, waits []*flight) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := first; i <= last; i++ {
+		if b.cf.present(i) {
+			continue
+		}
+		if f := b.inflight[i]; f != nil {
+			if len(waits) == 0 || waits[len(waits)-1] != f {
+				waits = append(waits, f)
+			}
+			continue
+		}
+		if n := len(runs); n > 0 && runs[n-1].last == i-1 && i-runs[n-1].first < maxChunks {
+			runs[n-1].last = i
+			b.inflight[i] = runs[n-1].f
+			continue
+		}
+		f := &flight{done: make(chan struct{})}
+		runs = append(runs, run{first: i, last: i, f: f})
+		b.inflight[i] = f
+	}
+	return runs, waits
+}
+
+// complete ends run r's flight with err.
+func (b *Blob) complete(r run, err error) {
+	b.mu.Lock()
+	for i := r.first; i <= r.last; i++ {
+		if b.inflight[i] == r.f {
+			delete(b.inflight, i)
+		}
+	}
+	b.mu.Unlock()
+	r.f.err = err
+	close(r.f.done)
+}
+
+// ensure makes chunks [first, last] present for a reader.
 func (b *Blob) ensure(first, last int64) error {
 	// A chunk can be invalidated between its fetch and our look; a few
 	// rounds cover that without looping forever on a flapping range.
@@ -242,59 +312,59 @@ func (b *Blob) ensure(first, last int64) error {
 		if b.cf.firstMissing(first, last) < 0 {
 			return nil
 		}
-		var waits []*flight
-		var runs [][2]int64 // chunk ranges we fetch, with their flight
-		var mine []*flight
-		b.mu.Lock()
-		for i := first; i <= last; i++ {
-			if b.cf.present(i) {
-				continue
+		runs, waits := b.claim(first, last, maxRun/b.chunk)
+		errs := make([]error, len(runs), len(runs)+len(waits))
+		if len(runs) == 1 {
+			errs[0] = b.fetchRun(runs[0], prioRead, false)
+		} else {
+			var wg sync.WaitGroup
+			for k, r := range runs {
+				wg.Go(func() { errs[k] = b.fetchRun(r, prioRead, false) })
 			}
-			if f := b.inflight[i]; f != nil {
-				waits = append(waits, f)
-				continue
-			}
-			if n := len(runs); n > 0 && runs[n-1][1] == i-1 && (i-runs[n-1][0]+1)*b.chunk <= maxRun && b.inflight[i-1] == mine[n-1] {
-				runs[n-1][1] = i
-				b.inflight[i] = mine[n-1]
-				continue
-			}
-			f := &flight{done: make(chan struct{})}
-			runs = append(runs, [2]int64{i, i})
-			mine = append(mine, f)
-			b.inflight[i] = f
-		}
-		b.mu.Unlock()
-		var errs []error
-		for k, r := range runs {
-			err := b.fetchRun(r[0], r[1])
-			b.mu.Lock()
-			for i := r[0]; i <= r[1]; i++ {
-				if b.inflight[i] == mine[k] {
-					delete(b.inflight, i)
-				}
-			}
-			b.mu.Unlock()
-			mine[k].err = err
-			close(mine[k].done)
-			if err != nil {
-				errs = append(errs, err)
-			}
+			wg.Wait()
 		}
 		for _, f := range waits {
 			<-f.done
-			if f.err != nil {
-				errs = append(errs, f.err)
-			}
+			errs = append(errs, f.err)
 		}
-		if len(errs) > 0 {
-			return errors.Join(errs...)
+		if err := errors.Join(errs...); err != nil {
+			return err
 		}
 	}
 	if b.cf.firstMissing(first, last) < 0 {
 		return nil
 	}
 	return fmt.Errorf("chunks %d-%d keep being invalidated", first, last)
+}
+
+// prefetch fetches the missing chunks of [first, last] at priority p, in
+// GETs of up to maxRun, one at a time, and waits for them. Each GET's slot is
+// taken before its chunks are claimed, so a reader never waits for a chunk
+// whose GET is still queued. It returns the first error (ctx's if
+// cancelled).
+func (b *Blob) prefetch(ctx context.Context, first, last int64, p prio) error {
+	per := maxRun / b.chunk
+	for i := first; i <= last; i += per {
+		j := min(i+per-1, last)
+		if b.cf.firstMissing(i, j) < 0 {
+			continue
+		}
+		if err := b.cl.acquire(ctx, p); err != nil {
+			return err
+		}
+		runs, _ := b.claim(i, j, per)
+		var err error
+		for _, r := range runs {
+			if e := b.fetchRun(r, p, true); e != nil && err == nil {
+				err = e
+			}
+		}
+		b.cl.release(p)
+		if err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
 }
 
 var chunkPools sync.Map // int64 chunk size -> *sync.Pool of *[]byte
@@ -310,38 +380,56 @@ func putChunkBuf(size int64, b *[]byte) {
 	}
 }
 
-// fetchRun GETs chunks [first, last] with one request (retried) and stores
-// each chunk as it completes.
-func (b *Blob) fetchRun(first, last int64) error {
+// fetchRun GETs run r with one request (retried), stores each chunk as it
+// completes and ends r's flight. held says the caller holds a slot of class
+// p; otherwise fetchRun takes one.
+func (b *Blob) fetchRun(r run, p prio, held bool) (err error) {
+	defer func() { b.complete(r, err) }()
 	if b.closed.Load() {
 		return ErrClosed
 	}
 	b.wg.Add(1)
 	defer b.wg.Done()
-	off := first * b.chunk
-	end := min((last+1)*b.chunk, b.size)
+	if !held {
+		if err := b.cl.acquire(b.ctx, p); err != nil {
+			return err
+		}
+		defer b.cl.release(p)
+	}
+	off := r.first * b.chunk
+	end := min((r.last+1)*b.chunk, b.size)
 	bufp := getChunkBuf(b.chunk)
 	defer putChunkBuf(b.chunk, bufp)
 	buf := *bufp
 	// The body is read straight into a chunk-sized buffer; since attempt
 	// reads with ReadFull of at most len(buf) and the run starts on a chunk
 	// boundary, each sink call is exactly one chunk (or the short last one).
-	sink := func(p []byte, at int64) error {
+	sink := func(q []byte, at int64) error {
 		if at%b.chunk != 0 {
 			return fmt.Errorf("internal: unaligned piece at %d", at)
 		}
 		if at < off && b.cf.present(at/b.chunk) {
 			return nil // a whole-blob answer passing a chunk we have
 		}
-		if err := b.cf.store(at/b.chunk, p); err != nil {
+		if err := b.cf.store(at/b.chunk, q); err != nil {
 			return err
 		}
-		b.stats.fetchedBytes.Add(int64(len(p)))
+		b.stats.fetchedBytes.Add(int64(len(q)))
+		switch p {
+		case prioAhead:
+			b.stats.aheadBytes.Add(int64(len(q)))
+			b.markAhead(at / b.chunk)
+		case prioBackground:
+			b.stats.backgroundBytes.Add(int64(len(q)))
+		}
 		return nil
 	}
-	err := b.cl.fetch(b.ctx, b.digest, b.size, off, end-off, sink, buf)
+	err = b.cl.fetch(b.ctx, b.digest, b.size, off, end-off, sink, buf)
 	if err == nil {
 		b.stats.fetches.Add(1)
+		if p == prioAhead {
+			b.stats.aheadFetches.Add(1)
+		}
 	}
 	return err
 }

@@ -24,12 +24,15 @@ import (
 
 // client fetches blob ranges of one repository. Clients are shared by every
 // Blob of the process with the same repository and options, so they share
-// the connection pool, the auth token and the in-flight bound.
+// the connection pool, the auth token and the in-flight bounds.
 type client struct {
 	repo name.Repository
 	o    Options
 	base http.RoundTripper
-	sem  chan struct{}
+	// slots bound the range GETs in flight per class. Each class has its
+	// own budget, so a reader's miss never waits for a slot held by
+	// readahead or background work.
+	slots [numPrios]chan struct{}
 
 	mu sync.Mutex
 	hc *http.Client // nil until the first successful auth handshake
@@ -75,10 +78,39 @@ func clientFor(repo name.Repository, o Options) *client {
 	if c := clients.m[k]; c != nil {
 		return c
 	}
-	c := &client{repo: repo, o: o, base: base, sem: make(chan struct{}, o.MaxInflight)}
+	c := &client{repo: repo, o: o, base: base}
+	c.slots[prioRead] = make(chan struct{}, o.MaxInflight)
+	c.slots[prioAhead] = make(chan struct{}, o.MaxInflight)
+	c.slots[prioBackground] = make(chan struct{}, backgroundInflight)
 	clients.m[k] = c
 	return c
 }
+
+// prio is the class of a range GET.
+type prio int
+
+const (
+	prioRead       prio = iota // a reader waits for it
+	prioAhead                  // readahead and trace replay: a reader soon will
+	prioBackground             // background download of the rest of a blob
+	numPrios
+)
+
+// backgroundInflight is the GETs in flight for background downloads per
+// repository; their rate is bounded separately (Background.MaxMBps).
+const backgroundInflight = 2
+
+// acquire takes a slot of class p; release returns it.
+func (c *client) acquire(ctx context.Context, p prio) error {
+	select {
+	case c.slots[p] <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *client) release(p prio) { <-c.slots[p] }
 
 func (c *client) blobURL(digest string) string {
 	return fmt.Sprintf("%s://%s/v2/%s/blobs/%s", c.repo.Scheme(), c.repo.RegistryStr(), c.repo.RepositoryStr(), digest)
@@ -240,14 +272,8 @@ func retryAfter(v string) time.Duration {
 }
 
 // attempt is one range GET. It returns how many bytes of [off, off+n) sink
-// accepted.
+// accepted. The caller holds a slot (acquire).
 func (c *client) attempt(ctx context.Context, url string, size, off, n int64, sink func([]byte, int64) error, buf []byte) (int64, int, error) {
-	select {
-	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return 0, 0, ctx.Err()
-	}
-	defer func() { <-c.sem }()
 	hc, err := c.httpClient(ctx)
 	if err != nil {
 		return 0, 0, classify(err)

@@ -16,6 +16,7 @@ const (
 	DefaultTimeout     = 30 * time.Second
 	DefaultRetries     = 3
 	DefaultMaxInflight = 8
+	DefaultReadahead   = 16 << 20
 	DefaultPlatform    = "linux/amd64"
 )
 
@@ -47,9 +48,13 @@ type Options struct {
 	// Backoff is the wait before the first retry; it is multiplied by 4 for
 	// each further one (default 100 ms).
 	Backoff time.Duration
-	// MaxInflight bounds the range GETs in flight per registry host
-	// (default 8).
+	// MaxInflight bounds the range GETs in flight per repository for
+	// readers (default 8); readahead has a budget of the same size of its
+	// own, so it never delays a reader's miss.
 	MaxInflight int
+	// Readahead is the largest window a sequential reader's readahead
+	// grows to, in bytes (default 16 MiB; negative turns readahead off).
+	Readahead int64
 	// Transport is the base HTTP transport (default: a clone of
 	// go-containerregistry's remote.DefaultTransport). Tests inject faults here.
 	Transport http.RoundTripper
@@ -93,6 +98,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxInflight <= 0 {
 		o.MaxInflight = DefaultMaxInflight
+	}
+	if o.Readahead == 0 {
+		o.Readahead = DefaultReadahead
 	}
 	if o.UserAgent == "" {
 		o.UserAgent = "obdfs"
