@@ -4,13 +4,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/obdfs/obdfs/blockcache"
 	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
-	"github.com/obdfs/obdfs/tarwrap"
 	"github.com/obdfs/obdfs/zfile"
 )
 
@@ -23,24 +22,10 @@ type Layer struct {
 	File  *lsmt.File    // the LSMT layer
 	ZFile *zfile.Reader // nil when the layer is not compressed
 
-	backing *countingReaderAt
+	lf      *layerfile.File
 	cache   *blockcache.Cache
 	cacheID uint64
 	closer  io.Closer
-}
-
-// countingReaderAt counts what is read from a layer's backing file or blob,
-// for `obdfs stats` and for the shared-cache tests.
-type countingReaderAt struct {
-	r            io.ReaderAt
-	reads, bytes atomic.Int64
-}
-
-func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	n, err := c.r.ReadAt(p, off)
-	c.reads.Add(1)
-	c.bytes.Add(int64(n))
-	return n, err
 }
 
 // OpenLayerFile opens a local layer file: tar-wrapped or bare, ZFile or raw
@@ -77,52 +62,21 @@ func OpenLayerFile(path string, o Options) (*Layer, error) {
 // registry blob). identity keys the shared decoded-block cache: layers with
 // the same identity must have the same content. The Layer does not own r.
 func OpenLayer(r io.ReaderAt, size int64, name, identity string, o Options) (*Layer, error) {
-	l := &Layer{Name: name, Identity: identity, backing: &countingReaderAt{r: r}}
-	member, wrapped, err := tarwrap.Peel(l.backing, size)
-	if err != nil {
-		return nil, fmt.Errorf("layer %s: %w", name, err)
-	}
-	var data io.ReaderAt = member
-	if inv, ok := r.(invalidator); ok {
-		_, base, _ := member.Outer()
-		data = &memberSection{SectionReader: member, base: base, inv: inv}
-	}
-	dataSize := member.Size()
-	kind := ""
-	if wrapped {
-		kind = "tar+"
-	}
-	if zfile.Is(member) {
-		opts := []zfile.Option{zfile.WithName(name)}
-		if o.Cache != nil {
-			opts = append(opts, zfile.WithCache(o.Cache, identity))
-			l.cache, l.cacheID = o.Cache, o.Cache.LayerID(identity)
-		}
-		zr, err := zfile.NewReader(data, dataSize, opts...)
-		if err != nil {
-			return nil, fmt.Errorf("layer %s: %w", name, err)
-		}
-		l.ZFile, data, dataSize = zr, zr, zr.Size()
-		kind += "zfile+"
-	}
-	if !lsmt.IsLSMT(data) {
-		return nil, fmt.Errorf("layer %s: not an overlaybd layer (no LSMT header after peeling %q)", name, kind)
-	}
-	f, err := lsmt.NewFile(data, dataSize, name)
+	lf, err := layerfile.OpenLayer(r, size, layerfile.Options{Name: name, Cache: o.Cache, CacheKey: identity})
 	if err != nil {
 		return nil, err
 	}
-	l.File = f
-	l.Kind = kind + "lsmt"
+	l := &Layer{Name: name, Identity: identity, Kind: lf.Kind.String(), File: lf.LSMT, ZFile: lf.ZFile, lf: lf}
+	if o.Cache != nil && lf.ZFile != nil {
+		l.cache, l.cacheID = o.Cache, o.Cache.LayerID(identity)
+	}
 	return l, nil
 }
 
 // Info reports the layer's counters.
 func (l *Layer) Info() disk.LayerInfo {
-	li := disk.LayerInfo{
-		Name: l.Name, Identity: l.Identity, Kind: l.Kind, ReadOnly: true,
-		BackingReads: l.backing.reads.Load(), BackingBytes: l.backing.bytes.Load(),
-	}
+	li := disk.LayerInfo{Name: l.Name, Identity: l.Identity, Kind: l.Kind, ReadOnly: true}
+	li.BackingReads, li.BackingBytes = l.lf.BackingReads()
 	if l.cache != nil {
 		if st := l.cache.Stats(l.cacheID); st != nil {
 			li.CacheHits, li.CacheMisses = st.Hits.Load(), st.Misses.Load()

@@ -3,7 +3,6 @@ package image
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/obdfs/obdfs/remote"
@@ -40,22 +39,22 @@ func openRemote(spec string, o Options) (*Stack, error) {
 	return s, nil
 }
 
-func init() {
-	openRemoteLower = func(c *Config, lc LowerConfig, o Options) (*Layer, error) {
-		if c.RepoBlobURL == "" {
-			return nil, fmt.Errorf("layer %s: remote layer but the config has no repoBlobUrl", lc.Digest)
-		}
-		b, err := remote.OpenBlob(o.context(), c.RepoBlobURL, lc.Digest, lc.Size, o.Remote)
-		if err != nil {
-			return nil, err
-		}
-		l, err := openBlobLayer(b, o)
-		if err != nil {
-			b.Close()
-			return nil, err
-		}
-		return l, nil
+// openRemoteLower opens a config lower named by digest from the config's
+// repoBlobUrl.
+func openRemoteLower(c *Config, lc LowerConfig, o Options) (*Layer, error) {
+	if c.RepoBlobURL == "" {
+		return nil, fmt.Errorf("layer %s: remote layer but the config has no repoBlobUrl", lc.Digest)
 	}
+	b, err := remote.OpenBlob(o.context(), c.RepoBlobURL, lc.Digest, lc.Size, o.Remote)
+	if err != nil {
+		return nil, err
+	}
+	l, err := openBlobLayer(b, o)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return l, nil
 }
 
 func openBlobLayer(b *remote.Blob, o Options) (*Layer, error) {
@@ -72,23 +71,4 @@ func (o Options) context() context.Context {
 		return o.Context
 	}
 	return context.Background()
-}
-
-// invalidator is implemented by backing data that can drop a range and
-// fetch it again (a registry blob's persistent cache).
-type invalidator interface {
-	Invalidate(off, length int64) error
-}
-
-// memberSection is the tar member as a section of the backing data that
-// forwards Invalidate with the member's offset added, so the ZFile reader
-// can ask a registry blob to refetch a block that failed its CRC.
-type memberSection struct {
-	*io.SectionReader
-	base int64
-	inv  invalidator
-}
-
-func (m *memberSection) Invalidate(off, length int64) error {
-	return m.inv.Invalidate(m.base+off, length)
 }

@@ -34,8 +34,8 @@ type Options struct {
 // Stack is an opened STACK: merged read-only layers and an optional
 // writable upper. It is a disk.Disk and a disk.Layered.
 type Stack struct {
-	*lsmt.Stack
 	Spec   string
+	merged *lsmt.Stack
 	lowers []*Layer
 	upper  *lsmt.RWFile
 	upperN string
@@ -144,7 +144,7 @@ func (s *Stack) finish(upper *UpperConfig, o Options) (err error) {
 		}
 		s.upperN = upper.Data
 	}
-	s.Stack, err = lsmt.NewStack(files, s.upper)
+	s.merged, err = lsmt.NewStack(files, s.upper)
 	return err
 }
 
@@ -165,11 +165,6 @@ func openLower(c *Config, lc LowerConfig, o Options) (*Layer, error) {
 		return openRemoteLower(c, lc, o)
 	}
 	return nil, fmt.Errorf("layer dir %s: no overlaybd.commit, .commit or overlaybd.sealed", lc.Dir)
-}
-
-// openRemoteLower is replaced when registry support is built in.
-var openRemoteLower = func(c *Config, lc LowerConfig, o Options) (*Layer, error) {
-	return nil, fmt.Errorf("layer %s: remote layers (repoBlobUrl %q) are not supported by this build", lc.Digest, c.RepoBlobURL)
 }
 
 // openParallel bounds how many layers are opened at once. Opening reads
@@ -211,11 +206,14 @@ func (s *Stack) Layers() []disk.LayerInfo {
 	for _, l := range s.lowers {
 		out = append(out, l.Info())
 	}
-	if s.upper != nil {
-		all := s.Stack.Layers() // the upper's counters live in lsmt
-		u := all[len(all)-1]
-		u.Identity = "rw:" + s.upperN
-		out = append(out, u)
+	if u := s.upper; u != nil {
+		kind := "rw"
+		if u.Sparse() {
+			kind = "rw-sparse"
+		}
+		li := disk.LayerInfo{Name: s.upperN, Identity: "rw:" + s.upperN, Kind: kind}
+		li.BackingReads, li.BackingBytes = u.Reads()
+		out = append(out, li)
 	}
 	return out
 }
@@ -226,15 +224,28 @@ func (s *Stack) Lowers() []*Layer { return s.lowers }
 // Upper returns the writable layer, or nil.
 func (s *Stack) Upper() *lsmt.RWFile { return s.upper }
 
+// Merged returns the merged LSMT view, e.g. to commit the whole stack
+// into one layer (lsmt.Commit).
+func (s *Stack) Merged() *lsmt.Stack { return s.merged }
+
+// The disk.Disk methods forward to the merged view.
+
+func (s *Stack) ReadAt(p []byte, off int64) (int, error)  { return s.merged.ReadAt(p, off) }
+func (s *Stack) WriteAt(p []byte, off int64) (int, error) { return s.merged.WriteAt(p, off) }
+func (s *Stack) Discard(off, length int64) error          { return s.merged.Discard(off, length) }
+func (s *Stack) Flush() error                             { return s.merged.Flush() }
+func (s *Stack) Size() int64                              { return s.merged.Size() }
+func (s *Stack) ReadOnly() bool                           { return s.merged.ReadOnly() }
+
 // Close flushes and closes the writable layer, then closes the layer files.
 func (s *Stack) Close() error {
 	var errs []error
 	if s.upper != nil {
 		// RWFile.Close does not sync: make everything written durable first.
-		errs = append(errs, s.Stack.Flush())
+		errs = append(errs, s.merged.Flush())
 	}
-	if s.Stack != nil {
-		errs = append(errs, s.Stack.Close())
+	if s.merged != nil {
+		errs = append(errs, s.merged.Close())
 	} else if s.upper != nil {
 		errs = append(errs, s.upper.Close())
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync/atomic"
 )
 
 // File is a read-only (committed or sealed) LSMT layer (spec §1.6.1/§1.6.2).
@@ -20,8 +19,6 @@ type File struct {
 	index   *Index
 	closer  io.Closer // set by Open
 	view    view      // the file alone as a disk
-
-	reads, bytes atomic.Int64 // backing reads, for Stack.Layers
 }
 
 // IsLSMT reports whether r starts with an LSMT header (magics and the header
@@ -195,8 +192,6 @@ func (f *File) Close() error {
 
 // readData reads mapped sectors of the layer file itself.
 func (f *File) readData(p []byte, moffset uint64) error {
-	f.reads.Add(1)
-	f.bytes.Add(int64(len(p)))
 	if err := readFull(f.r, p, int64(moffset*SectorSize)); err != nil {
 		return fmt.Errorf("lsmt %s: reading %d bytes of data at %d: %w", f.name, len(p), moffset*SectorSize, err)
 	}

@@ -47,7 +47,7 @@ type RWFile struct {
 	hdr   Header       // index file header (authoritative vsize/uuid); data file header if sparse
 	vsize atomic.Int64 // bytes
 
-	reads, bytes atomic.Int64
+	reads, bytes atomic.Int64 // data reads, for Reads
 }
 
 // Create makes a new writable layer: both files are created exclusively
@@ -486,6 +486,10 @@ func (f *RWFile) Index() []Record {
 	defer f.imu.RUnlock()
 	return f.idx.Records()
 }
+
+// Reads reports the data-file reads made since the layer was opened and the
+// bytes they asked for (for `obdfs stats`).
+func (f *RWFile) Reads() (calls, bytes int64) { return f.reads.Load(), f.bytes.Load() }
 
 func (f *RWFile) readData(p []byte, moffset uint64) error {
 	f.reads.Add(1)

@@ -121,10 +121,7 @@ type Stack struct {
 	wmu    sync.Mutex // serializes read-modify-write of partial sectors
 }
 
-var (
-	_ disk.Disk    = (*Stack)(nil)
-	_ disk.Layered = (*Stack)(nil)
-)
+var _ disk.Disk = (*Stack)(nil)
 
 // NewStack stacks lowers (bottom first, at most MaxLayers) and upper (may be
 // nil). The virtual size is that of the top-most layer with a non-zero size;
@@ -196,22 +193,6 @@ func (s *Stack) Upper() *RWFile { return s.upper }
 
 // MergedIndex returns the merged read-only index (tag 0 = top-most lower).
 func (s *Stack) MergedIndex() *Index { return s.lower.idx }
-
-// Layers describes the layers, bottom first, the upper last.
-func (s *Stack) Layers() []disk.LayerInfo {
-	out := make([]disk.LayerInfo, 0, len(s.lowers)+1)
-	for _, f := range s.lowers {
-		out = append(out, disk.LayerInfo{Name: f.name, Kind: "lsmt", ReadOnly: true, BackingReads: f.reads.Load(), BackingBytes: f.bytes.Load()})
-	}
-	if u := s.upper; u != nil {
-		kind := "rw"
-		if u.Sparse() {
-			kind = "rw-sparse"
-		}
-		out = append(out, disk.LayerInfo{Name: u.dataPath, Kind: kind, BackingReads: u.reads.Load(), BackingBytes: u.bytes.Load()})
-	}
-	return out
-}
 
 // ReadAt reads the merged view at any offset and length.
 func (s *Stack) ReadAt(p []byte, off int64) (int, error) {

@@ -552,37 +552,3 @@ func (b *Blob) Close() error {
 	b.wg.Wait()
 	return b.cf.close()
 }
-
-// Section returns a view of [off, off+n) of the blob that keeps Invalidate,
-// for the tar-wrapped payload: tarwrap.Peel returns an io.SectionReader,
-// whose Outer() gives off and n.
-func (b *Blob) Section(off, n int64) *Section { return &Section{b: b, off: off, n: n} }
-
-// Section is a part of a Blob: io.ReaderAt with Size and Invalidate.
-type Section struct {
-	b      *Blob
-	off, n int64
-}
-
-func (s *Section) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off >= s.n {
-		if off == s.n && len(p) == 0 {
-			return 0, nil
-		}
-		return 0, io.EOF
-	}
-	var eof error
-	if int64(len(p)) > s.n-off {
-		p, eof = p[:s.n-off], io.EOF
-	}
-	n, err := s.b.ReadAt(p, s.off+off)
-	if err == nil {
-		err = eof
-	}
-	return n, err
-}
-
-func (s *Section) Size() int64 { return s.n }
-
-// Invalidate drops [off, off+length) of the section from the cache.
-func (s *Section) Invalidate(off, length int64) error { return s.b.Invalidate(s.off+off, length) }

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/obdfs/obdfs/internal/atomicfile"
 )
 
 // The .map file beside each cached blob:
@@ -381,22 +383,7 @@ func (cf *cacheFile) persist() error {
 	if err := unix.Fdatasync(int(cf.f.Fd())); err != nil {
 		return fail(err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(cf.path), cf.hex+".map.tmp*")
-	if err != nil {
-		return fail(err)
-	}
-	_, err = tmp.Write(buf)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), cf.path+".map")
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.WriteFile(cf.path+".map", buf, 0o600); err != nil {
 		return fail(err)
 	}
 	return nil

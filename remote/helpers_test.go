@@ -22,9 +22,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
 	"github.com/obdfs/obdfs/tarwrap"
-	"github.com/obdfs/obdfs/zfile"
 )
 
 // Expected content of the fixture stacks (oracle README).
@@ -91,34 +91,18 @@ func blobSum(t testing.TB, b *Blob) string {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
-// openStack stacks blobs the way image.Open will: peel the tar wrapper,
-// open a ZFile if there is one, then LSMT.
+// openStack stacks blobs the way image.Open does (layerfile.OpenLayer: tar,
+// ZFile, LSMT). A blob is an Invalidator, so the ZFile reader heals a block
+// that fails its CRC by refetching it once.
 func openStack(t testing.TB, blobs []*Blob) (*lsmt.Stack, error) {
 	t.Helper()
 	var files []*lsmt.File
 	for _, b := range blobs {
-		member, _, err := tarwrap.Peel(b, b.Size())
+		f, err := layerfile.OpenLayer(b, b.Size(), layerfile.Options{Name: b.Name()})
 		if err != nil {
 			return nil, err
 		}
-		_, off, n := member.Outer()
-		sec := b.Section(off, n)
-		var data io.ReaderAt = sec
-		size := n
-		if zfile.Is(sec) {
-			zr, err := zfile.NewReader(sec, n, zfile.WithName(b.Name()))
-			if err != nil {
-				return nil, err
-			}
-			// The Section forwards Invalidate, so the ZFile reader heals a
-			// block that fails its CRC by refetching it once.
-			data, size = zr, zr.Size()
-		}
-		f, err := lsmt.NewFile(data, size, b.Name())
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, f)
+		files = append(files, f.LSMT)
 	}
 	return lsmt.NewStack(files, nil)
 }

@@ -19,9 +19,8 @@ import (
 	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/obdfs/obdfs/lsmt"
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/tarwrap"
-	"github.com/obdfs/obdfs/zfile"
 )
 
 // PushOptions configure Push.
@@ -139,31 +138,17 @@ type fileLayer struct {
 }
 
 func newFileLayer(path string, mt types.MediaType) (*fileLayer, error) {
-	f, err := os.Open(path)
+	f, err := layerfile.OpenLayerPath(path, layerfile.Options{})
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("layer %s: not a regular file", path)
-	}
-	member, wrapped, err := tarwrap.Peel(f, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("layer %s: %w", path, err)
-	}
-	if !zfile.Is(member) && !lsmt.IsLSMT(member) {
-		return nil, fmt.Errorf("layer %s: not an overlaybd layer (neither ZFile nor LSMT magic%s)", path,
-			map[bool]string{true: " inside the tar wrapper", false: ""}[wrapped])
-	}
-	l := &fileLayer{path: path, mt: mt, size: st.Size()}
+	wrapped, size := f.Kind.Tar, f.Size
+	f.Close()
+	l := &fileLayer{path: path, mt: mt, size: size}
 	if !wrapped {
-		l.header = tarwrap.Header(st.Size(), 0o644)
-		l.trail = tarwrap.Trailer(st.Size())
-		l.size = int64(len(l.header)) + st.Size() + int64(len(l.trail))
+		l.header = tarwrap.Header(size, 0o644)
+		l.trail = tarwrap.Trailer(size)
+		l.size = int64(len(l.header)) + size + int64(len(l.trail))
 	}
 	rc, err := l.Compressed()
 	if err != nil {

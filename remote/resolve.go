@@ -20,6 +20,8 @@ import (
 	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/obdfs/obdfs/internal/atomicfile"
 )
 
 // Layer-descriptor annotations of overlaybd images (ACI pkg/label/label.go;
@@ -216,24 +218,7 @@ func saveResolved(cacheDir string, res *resolved) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
+	return atomicfile.WriteFile(p, b, 0o600)
 }
 
 func loadResolved(cacheDir, spec, platform string) (*resolved, error) {

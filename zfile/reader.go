@@ -120,12 +120,14 @@ type Reader struct {
 	cache   *blockcache.Cache
 	layerID uint64
 	fillers sync.Pool   // *filler, for the cached path
-	inv     invalidator // non-nil when the backing data can be refetched
+	inv     Invalidator // non-nil when the backing data can be refetched
 }
 
-// invalidator is implemented by backing data that can drop a range and
+// Invalidator is implemented by backing data that can drop a range and
 // fetch it again on the next read (a registry blob's persistent cache).
-type invalidator interface {
+// A Reader whose backing data implements it invalidates a block that fails
+// its CRC and reads it once more before reporting the error.
+type Invalidator interface {
 	Invalidate(off, length int64) error
 }
 
@@ -144,7 +146,7 @@ func NewReader(r io.ReaderAt, size int64, opts ...Option) (*Reader, error) {
 		f(&o)
 	}
 	z := &Reader{r: r, name: o.name}
-	z.inv, _ = r.(invalidator)
+	z.inv, _ = r.(Invalidator)
 	ferr := func(off int64, field string, err error, format string, args ...any) error {
 		return &FormatError{File: o.name, Offset: off, Field: field, Msg: fmt.Sprintf(format, args...), Err: err}
 	}

@@ -4,15 +4,12 @@ package main
 // (overlaybd-create, overlaybd-commit, overlaybd-zfile; spec §6.1).
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
+	"io/fs"
 
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
-	"github.com/obdfs/obdfs/tarwrap"
 	"github.com/obdfs/obdfs/zfile"
 )
 
@@ -54,32 +51,44 @@ func (c *createCmd) Run() error {
 	return rw.Close()
 }
 
-// zfileOpts are the compression flags shared by commit and zfile.
+// zfileOpts are the compression flags shared by commit, merge, push and zfile.
 type zfileOpts struct {
 	Algorithm string `enum:"lz4,zstd" default:"lz4" help:"ZFile compression: lz4 or zstd."`
 	BS        int    `name:"bs" default:"4" placeholder:"KIB" help:"ZFile block size in KiB: 4, 8, 16, 32 or 64."`
 }
 
-func (o zfileOpts) writerOptions() (zfile.WriterOptions, error) {
-	switch o.BS {
-	case 4, 8, 16, 32, 64:
-	default:
-		return zfile.WriterOptions{}, fmt.Errorf("--bs %d: must be 4, 8, 16, 32 or 64 (KiB)", o.BS)
+func (o zfileOpts) writerOptions() (*zfile.WriterOptions, error) {
+	zo, err := layerfile.Compression(o.Algorithm, o.BS)
+	if err != nil {
+		return nil, fmt.Errorf("--algorithm %s --bs %d: %w", o.Algorithm, o.BS, err)
 	}
-	alg := zfile.LZ4
-	if o.Algorithm == "zstd" {
-		alg = zfile.Zstd
+	return zo, nil
+}
+
+// writeFlags are the output flags shared by commit, merge and zfile.
+type writeFlags struct {
+	Tar   bool `short:"t" help:"Wrap the output in overlaybd's tar form (as pushed to registries)."`
+	Force bool `short:"f" help:"Replace the output file if it exists."`
+}
+
+func (f writeFlags) options(zo *zfile.WriterOptions) layerfile.WriteOptions {
+	return layerfile.WriteOptions{ZFile: zo, Tar: f.Tar, Replace: f.Force}
+}
+
+// hintForce adds the flag to use when the output exists.
+func hintForce(err error) error {
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%w (use -f to replace it)", err)
 	}
-	return zfile.WriterOptions{Algorithm: alg, BlockSize: o.BS << 10}, nil
+	return err
 }
 
 type commitCmd struct {
 	Compress bool   `short:"z" help:"Compress the output as a ZFile (per-block CRC, header rewritten at the end)."`
-	Tar      bool   `short:"t" help:"Wrap the output in overlaybd's tar form (as pushed to registries)."`
 	UUID     string `name:"uuid" placeholder:"UUID" help:"UUID of the committed layer (default: null, as overlaybd-commit)."`
 	Parent   string `short:"p" name:"parent-uuid" placeholder:"UUID" help:"Parent UUID (default: the writable layer's)."`
 	Message  string `short:"m" placeholder:"MSG" help:"Commit message (user tag, at most 256 bytes)."`
-	Force    bool   `short:"f" help:"Replace OUT if it exists."`
+	writeFlags
 	zfileOpts
 	Data  string `arg:"" name:"DATA" help:"Writable layer data file." type:"existingfile"`
 	Index string `arg:"" name:"INDEX" help:"Writable layer index file." type:"existingfile"`
@@ -92,11 +101,10 @@ func (c *commitCmd) Run() error {
 	}
 	var zo *zfile.WriterOptions
 	if c.Compress {
-		o, err := c.writerOptions()
-		if err != nil {
+		var err error
+		if zo, err = c.writerOptions(); err != nil {
 			return fmt.Errorf("commit: %w", err)
 		}
-		zo = &o
 	}
 	rw, err := lsmt.OpenRW(c.Data, c.Index)
 	if err != nil {
@@ -104,106 +112,5 @@ func (c *commitCmd) Run() error {
 	}
 	defer rw.Close()
 	args := lsmt.CommitArgs{UUID: c.UUID, ParentUUID: c.Parent, Message: c.Message}
-	return writeLayerFile(c.Out, c.Force, c.Tar, zo, func(w io.Writer) error {
-		_, err := lsmt.Commit(w, rw, args)
-		return err
-	})
-}
-
-// writeLayerFile writes OUT through the optional ZFile and tar containers.
-// The output appears under its name only when complete and synced, so a
-// failed or interrupted run never leaves a layer file that looks valid.
-func writeLayerFile(out string, force, wrap bool, zo *zfile.WriterOptions, body func(io.Writer) error) error {
-	return writeLayerFileOpts(out, force, wrap, zo, true, body)
-}
-
-// writeLayerFileOpts is writeLayerFile; overwriteHeader says whether the
-// ZFile header is rewritten with the final index fields (overlaybd-commit
-// does, overlaybd-zfile does not).
-func writeLayerFileOpts(out string, force, wrap bool, zo *zfile.WriterOptions, overwriteHeader bool, body func(io.Writer) error) (err error) {
-	if !force {
-		if _, err := os.Lstat(out); err == nil {
-			return fmt.Errorf("%s: exists (use -f to replace it)", out)
-		}
-	}
-	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	var start int64
-	if wrap {
-		start = int64(len(tarwrap.Header(0, 0o644)))
-		if _, err := bw.Write(make([]byte, start)); err != nil {
-			return err
-		}
-	}
-	var zw *zfile.Writer
-	var w io.Writer = bw
-	if zo != nil {
-		if zw, err = zfile.NewWriter(bw, *zo); err != nil {
-			return err
-		}
-		w = zw
-	}
-	if err := body(w); err != nil {
-		return err
-	}
-	if zw != nil {
-		if err := zw.Close(); err != nil {
-			return err
-		}
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	if zw != nil && overwriteHeader {
-		if _, err := f.WriteAt(zw.FinalHeader(), start); err != nil {
-			return err
-		}
-	}
-	if wrap {
-		end, err := f.Seek(0, io.SeekEnd)
-		if err != nil {
-			return err
-		}
-		member := end - start
-		if _, err := f.Write(tarwrap.Trailer(member)); err != nil {
-			return err
-		}
-		if _, err := f.WriteAt(tarwrap.Header(member, 0o644), 0); err != nil {
-			return err
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), out); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(out))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return err
-	}
-	return nil
+	return hintForce(layerfile.Commit(c.Out, rw, args, c.options(zo)))
 }

@@ -5,11 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"text/tabwriter"
 
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
-	"github.com/obdfs/obdfs/tarwrap"
 	"github.com/obdfs/obdfs/zfile"
 )
 
@@ -38,80 +37,52 @@ func (c *infoCmd) Run() error {
 }
 
 func describe(out io.Writer, path string) error {
-	f, err := os.Open(path)
+	f, err := layerfile.OpenPath(path, layerfile.Options{})
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
 	w := tabwriter.NewWriter(out, 0, 4, 1, ' ', 0)
 	defer w.Flush()
-	fmt.Fprintf(w, "%s:\t%d bytes\n", path, st.Size())
-	if st.Size() == 0 {
+	k := f.Kind
+	fmt.Fprintf(w, "%s:\t%d bytes\n", path, f.Size)
+	if k.Content == layerfile.Empty {
 		// overlaybd-create -s leaves the index file of a sparse layer empty.
 		fmt.Fprintf(w, "  kind:\tempty file (e.g. the unused index file of a sparse writable layer)\n")
 		return nil
 	}
-	member, wrapped, err := tarwrap.Peel(f, st.Size())
-	if err != nil {
-		return err
-	}
-	var data io.ReaderAt = member
-	size := member.Size()
-	var layers []string
-	if wrapped {
-		_, off, n := member.Outer()
+	if k.Tar {
+		_, off, n := f.Member.Outer()
 		fmt.Fprintf(w, "  tar wrapper:\tmember at offset %d, %d bytes\n", off, n)
-		layers = append(layers, "tar")
 	}
-	if zfile.Is(member) {
-		zr, err := zfile.NewReader(member, member.Size(), zfile.WithName(path))
-		if err != nil {
-			return err
-		}
-		describeZFile(w, zr)
-		data, size = zr, zr.Size()
-		layers = append(layers, "zfile")
+	if f.ZFile != nil {
+		describeZFile(w, f.ZFile)
 	}
-	hb := make([]byte, lsmt.HeaderSize)
-	if size < lsmt.HeaderSize {
-		return fmt.Errorf("%d bytes: too short for an LSMT header", size)
-	}
-	if _, err := data.ReadAt(hb, 0); err != nil {
-		return err
-	}
-	h, err := lsmt.ParseHeader(hb)
-	if err != nil {
-		return err
-	}
-	if !h.MagicOK() {
-		if len(layers) > 0 {
-			return fmt.Errorf("no LSMT header inside the %s container", strings.Join(layers, "+"))
+	if k.Content == layerfile.Unknown {
+		if c := k.Containers(); c != "" {
+			return fmt.Errorf("no LSMT header inside the %s container", c)
 		}
 		return fmt.Errorf("not an overlaybd file (no tar, ZFile or LSMT magic)")
 	}
-	switch {
-	case !h.IsData():
-		fmt.Fprintf(w, "  kind:\twritable layer index file (log of %d records)\n", (size-lsmt.HeaderSize)/lsmt.RecordSize)
-		describeLSMTHeader(w, "header", &h)
-		return nil
-	case !hasTrailer(data, size):
-		kind := "writable layer data file"
-		if h.IsSparse() {
-			kind = "sparse writable layer data file"
+	if !k.Content.ReadOnly() {
+		var hb [lsmt.HeaderSize]byte
+		if _, err := f.Data.ReadAt(hb[:], 0); err != nil {
+			return err
 		}
-		fmt.Fprintf(w, "  kind:\t%s\n", kind)
+		h, err := lsmt.ParseHeader(hb[:])
+		if err != nil {
+			return err
+		}
+		if k.Content == layerfile.RWIndex {
+			fmt.Fprintf(w, "  kind:\twritable layer index file (log of %d records)\n", (f.DataSize-lsmt.HeaderSize)/lsmt.RecordSize)
+		} else {
+			fmt.Fprintf(w, "  kind:\t%s\n", k.Content)
+		}
 		describeLSMTHeader(w, "header", &h)
 		return nil
 	}
-	lf, err := lsmt.NewFile(data, size, path)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "  kind:\t%s\n", strings.Join(append(layers, "lsmt"), "+")+" read-only layer")
+	lf := f.LSMT
+	fmt.Fprintf(w, "  kind:\t%s read-only layer\n", k)
 	tr := lf.Header()
 	describeLSMTHeader(w, "trailer", &tr)
 	var zeroed, dataRecs, dataSectors, zeroSectors, maxLen uint64
@@ -130,19 +101,6 @@ func describe(out io.Writer, path string) error {
 	fmt.Fprintf(w, "  mapped:\t%d bytes of data, %d bytes zeroed (of %d virtual)\n",
 		dataSectors*lsmt.SectorSize, zeroSectors*lsmt.SectorSize, tr.VirtualSize)
 	return nil
-}
-
-// hasTrailer reports whether the file ends in a sealed LSMT trailer.
-func hasTrailer(r io.ReaderAt, size int64) bool {
-	if size < 2*lsmt.HeaderSize {
-		return false
-	}
-	b := make([]byte, lsmt.HeaderSize)
-	if _, err := r.ReadAt(b, size-lsmt.HeaderSize); err != nil {
-		return false
-	}
-	t, err := lsmt.ParseHeader(b)
-	return err == nil && t.MagicOK() && !t.IsHeader() && t.IsSealed()
 }
 
 func describeLSMTHeader(w io.Writer, what string, h *lsmt.Header) {

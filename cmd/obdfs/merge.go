@@ -1,9 +1,8 @@
 package main
 
 import (
-	"io"
-
 	"github.com/obdfs/obdfs/image"
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
 	"github.com/obdfs/obdfs/zfile"
 )
@@ -16,11 +15,10 @@ type mergeCmds struct {
 
 type mergeCmd struct {
 	Compress bool   `default:"true" negatable:"" help:"Compress the output as a ZFile, as overlaybd-merge does by default (header not rewritten)."`
-	Tar      bool   `short:"t" help:"Wrap the output in overlaybd's tar form."`
 	UUID     string `name:"uuid" placeholder:"UUID" help:"UUID of the merged layer (default: null)."`
 	Parent   string `short:"p" name:"parent-uuid" placeholder:"UUID" help:"Parent UUID (default: the bottom layer's parent)."`
 	Message  string `short:"m" placeholder:"MSG" help:"Commit message (user tag, at most 256 bytes)."`
-	Force    bool   `short:"f" help:"Replace OUT if it exists."`
+	writeFlags
 	zfileOpts
 	stackFlags
 	Stack string `arg:"" name:"STACK" help:"Image config (*.json), layer files (comma-separated, bottom first), docker://REF or oci:DIR[:TAG]."`
@@ -30,11 +28,10 @@ type mergeCmd struct {
 func (c *mergeCmd) Run() error {
 	var zo *zfile.WriterOptions
 	if c.Compress {
-		o, err := c.writerOptions()
-		if err != nil {
+		var err error
+		if zo, err = c.writerOptions(); err != nil {
 			return err
 		}
-		zo = &o
 	}
 	o, err := c.imageOptions(nil)
 	if err != nil {
@@ -46,9 +43,7 @@ func (c *mergeCmd) Run() error {
 	}
 	defer s.Close()
 	args := lsmt.CommitArgs{UUID: c.UUID, ParentUUID: c.Parent, Message: c.Message}
-	// overlaybd-merge leaves the ZFile header as first written (no rewrite).
-	return writeLayerFileOpts(c.Out, c.Force, c.Tar, zo, false, func(w io.Writer) error {
-		_, err := lsmt.Commit(w, s.Stack, args)
-		return err
-	})
+	wo := c.options(zo)
+	wo.KeepZFileHeader = true // overlaybd-merge does not rewrite it
+	return hintForce(layerfile.Commit(c.Out, s.Merged(), args, wo))
 }

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/remote"
-	"github.com/obdfs/obdfs/tarwrap"
 	"github.com/obdfs/obdfs/zfile"
 )
 
@@ -72,28 +72,16 @@ func (c *pushCmd) Run() error {
 
 // compressIfRaw returns path itself for a ZFile or tar-wrapped layer, else
 // writes a ZFile of it to out and returns out.
-func compressIfRaw(path, out string, zo zfile.WriterOptions) (string, error) {
-	f, err := os.Open(path)
+func compressIfRaw(path, out string, zo *zfile.WriterOptions) (string, error) {
+	f, err := layerfile.OpenPath(path, layerfile.Options{})
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	_, wrapped, err := tarwrap.Peel(f, st.Size())
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	if wrapped || zfile.Is(f) {
+	if f.Kind.Tar || f.Kind.ZFile {
 		return path, nil
 	}
-	err = writeLayerFile(out, false, false, &zo, func(w io.Writer) error {
-		_, err := io.Copy(w, io.NewSectionReader(f, 0, st.Size()))
-		return err
-	})
-	if err != nil {
+	if err := layerfile.Copy(out, io.NewSectionReader(f.Member, 0, f.Member.Size()), layerfile.WriteOptions{ZFile: zo}); err != nil {
 		return "", fmt.Errorf("%s: compressing: %w", path, err)
 	}
 	return out, nil
