@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// Config is an overlaybd image config (config.v1.json), spec §3.1. Keys
+// Config is an overlaybd image config (config.v1.json), docs/image-config.md §1. Keys
 // obdfs does not act on (resultFile, download, accelerationLayer, ...) are
 // accepted and ignored, as overlaybd's parser does.
 type Config struct {

@@ -4,5 +4,5 @@
 // merged, with an optional writable upper layer on top.
 //
 // A STACK is an overlaybd image config (a *.json file with lowers/upper, spec
-// §3.1) or layer files separated by commas, bottom first.
+// docs/image-config.md §1) or layer files separated by commas, bottom first.
 package image

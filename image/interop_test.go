@@ -2,7 +2,7 @@ package image
 
 // Interop audit: whole layer blobs in the shapes real producers write
 // (overlaybd tools, ACI's converter and snapshotter), opened through Open.
-// Spec: /work/shared/spec/overlaybd-format.md, sections cited per case.
+// Formats: docs/format-*.md and docs/image-config.md, sections cited per case.
 
 import (
 	"archive/tar"
@@ -58,7 +58,7 @@ func newRW(t testing.TB, dir string, o lsmt.CreateOptions, writes []region, disc
 }
 
 // seal turns the RW layer's data file into overlaybd.sealed in place, as
-// `overlaybd-commit --seal` does (§1.6.2): header kept (0x03), index
+// `overlaybd-commit --seal` does (docs/format-lsmt.md §5.3): header kept (0x03), index
 // appended at EOF padded to 512 bytes with garbage records not counted in
 // index_size, trailer 0x06 with the data header's uuid/parent/vsize.
 func seal(t testing.TB, rw *lsmt.RWFile, dst string) {
@@ -102,7 +102,8 @@ func seal(t testing.TB, rw *lsmt.RWFile, dst string) {
 }
 
 // commitBytes commits rw like overlaybd-commit, optionally -z and -t with
-// the header overwritten (what ACI's converter pushes, §2.7, §2.9).
+// the header overwritten (what ACI's converter pushes, docs/format-zfile.md
+// §7, docs/format-tar.md §2).
 func commitBytes(t testing.TB, rw *lsmt.RWFile, a lsmt.CommitArgs, z, tarred bool) []byte {
 	t.Helper()
 	var out bytes.Buffer
@@ -178,7 +179,8 @@ func checkRegions(t testing.TB, s *Stack, base func(off int64) byte, regs []regi
 
 func zeroBase(int64) byte { return 0 }
 
-// §1.6.2 + §3.1: a sealed RW layer opens as a lower, alone, from a config
+// docs/format-lsmt.md §5.3 + docs/image-config.md §2: a sealed RW layer opens
+// as a lower, alone, from a config
 // `dir` holding only overlaybd.sealed, and below a committed layer whose
 // parent is the sealed layer's (kept) uuid.
 func TestSealedLayerThroughImage(t *testing.T) {
@@ -246,7 +248,7 @@ func firstDiffB(a, b []byte) int {
 	return min(len(a), len(b))
 }
 
-// realBaseLayer is ext4_64 (§5.1 item 1), the 2021 base ZFile.
+// realBaseLayer is ext4_64 (testdata/README.md), the 2021 base ZFile.
 func realBaseLayer(t testing.TB) []byte {
 	t.Helper()
 	f, err := os.Open(fixture.Path(t, "real/ext4_64.tar.gz"))
@@ -269,7 +271,8 @@ func realBaseLayer(t testing.TB) []byte {
 	return b
 }
 
-// aciBaseBlob wraps the base layer like ACI's uploadBaseLayer (§4.1): Go
+// aciBaseBlob wraps the base layer like ACI's uploadBaseLayer
+// (docs/format-tar.md §3): Go
 // archive/tar, overlaybd.commit, mode 0444, closed.
 func aciBaseBlob(t testing.TB, base []byte) []byte {
 	var b bytes.Buffer
@@ -292,9 +295,9 @@ func ext4Magic(t testing.TB, s *Stack) {
 	}
 }
 
-// §4.1/§5.1: ACI's base-layer blob (Go USTAR around the 2021 ZFile) has a
+// docs/image-config.md §3.1: ACI's base-layer blob (Go USTAR around the 2021 ZFile) has a
 // known digest and opens; so does the same with 1024 extra zero bytes
-// (§2.9: ACI closes an extra tar writer).
+// (docs/format-tar.md §3: ACI closes an extra tar writer).
 func TestACIBaseLayerBlob(t *testing.T) {
 	blob := aciBaseBlob(t, realBaseLayer(t))
 	sum := sha256.Sum256(blob)
@@ -324,7 +327,7 @@ func TestACIBaseLayerBlob(t *testing.T) {
 	}
 }
 
-// §5.1 item 2 / §6.2: the converter's layer blob — overlaybd PAX tar (data at
+// docs/image-config.md §3: the converter's layer blob — overlaybd PAX tar (data at
 // 1536), ZFile with the 0x1B header and digest, LSMT of 64 GiB with a padded
 // index and uuid/parent from chain IDs — stacked on ACI's base-layer blob
 // through a config, as the snapshotter would write it.
@@ -389,7 +392,8 @@ func TestACIConverterBlob(t *testing.T) {
 	}
 }
 
-// §1.1: 255 layers open, 256 and a 300-lower config are refused clearly.
+// docs/format-lsmt.md §7.3: 255 layers open, 256 and a 300-lower config are
+// refused clearly.
 func TestLayerCountLimits(t *testing.T) {
 	dir := t.TempDir()
 	rw := newRW(t, filepath.Join(dir, "rw"), lsmt.CreateOptions{VirtualSize: 1 << 20}, []region{{0, fill(7, 512)}}, nil)
@@ -455,7 +459,7 @@ func TestBadBlobs(t *testing.T) {
 		b.Write(tarwrap.Trailer(int64(len(zgood))))
 		return b.Bytes()
 	}
-	// Only the ZFile trailer cut off: a 0x1B header does not need it (§2.8),
+	// Only the ZFile trailer cut off: a 0x1B header does not need it (docs/format-zfile.md §8),
 	// so this opens and reads right, as in overlaybd.
 	p := writeFile(t, filepath.Join(dir, "cut-trailer"), paxSize(len(zgood)-512))
 	if s, err := Open(p, Options{}); err != nil {

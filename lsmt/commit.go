@@ -41,7 +41,7 @@ const commitBuf = 1 << 20
 // content in other bytes. Commit follows the same steps.
 const commitPiece = 32 << 10 / SectorSize
 
-// Commit writes src as a committed read-only layer (spec §1.6.1) to w,
+// Commit writes src as a committed read-only layer (docs/format-lsmt.md §5) to w,
 // streaming (no seeks), byte-identical to overlaybd-commit's output for the
 // same source. It returns the number of bytes written.
 func Commit(w io.Writer, src CommitSource, a CommitArgs) (int64, error) {

@@ -1,7 +1,6 @@
 // Package lsmt reads and writes overlaybd's LSMT layer files ("layered
 // sparse-mapped tree"), byte-compatible with containerd/overlaybd's C++ code
-// (src/overlaybd/lsmt). The format is described in
-// shared/spec/overlaybd-format.md §1.
+// (src/overlaybd/lsmt). The format is described in docs/format-lsmt.md.
 //
 // A layer maps sectors of a virtual disk (512-byte units) to sectors of the
 // layer file through a sorted index of 16-byte records. Read-only (committed)
@@ -14,7 +13,7 @@
 // # Units
 //
 // Record offsets, lengths and moffsets are sectors; header index_offset and
-// virtual_size are bytes (spec §7 item 6).
+// virtual_size are bytes (docs/format-lsmt.md §1).
 //
 // # Parallelism
 //

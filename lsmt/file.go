@@ -7,7 +7,7 @@ import (
 	"os"
 )
 
-// File is a read-only (committed or sealed) LSMT layer (spec §1.6.1/§1.6.2).
+// File is a read-only (committed or sealed) LSMT layer (docs/format-lsmt.md §5).
 // Alone it is also a virtual disk: ReadAt reads its own view, holes as zeros.
 // It is safe for concurrent use.
 type File struct {
@@ -53,7 +53,7 @@ func Open(path string) (*File, error) {
 }
 
 // NewFile opens the read-only LSMT layer held in r (size bytes), doing every
-// check overlaybd does (spec §1.7). name is used in errors. r is not closed
+// check overlaybd does (docs/format-lsmt.md §4). name is used in errors. r is not closed
 // by File.Close.
 func NewFile(r io.ReaderAt, size int64, name string) (*File, error) {
 	f := &File{name: name, r: r, size: size}
@@ -95,7 +95,7 @@ func NewFile(r io.ReaderAt, size int64, name string) (*File, error) {
 		if r.Invalid() {
 			continue
 		}
-		r.Tag = 0 // stored tags are meaningless on normal layers (spec §1.5)
+		r.Tag = 0 // stored tags are meaningless on normal layers (docs/format-lsmt.md §3.2)
 		at := int64(t.IndexOffset + i*RecordSize)
 		field := fmt.Sprintf("index[%d]", i)
 		if !r.verifyMOffset(dataStart, hi) {
@@ -148,7 +148,7 @@ func readFull(r io.ReaderAt, p []byte, off int64) error {
 // Name is the name given to NewFile.
 func (f *File) Name() string { return f.name }
 
-// Header returns the trailer, whose fields are authoritative (spec §1.7).
+// Header returns the trailer, whose fields are authoritative (docs/format-lsmt.md §4).
 func (f *File) Header() Header { return f.trailer }
 
 // FirstHeader returns the header at offset 0.

@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// Sizes and limits of the format (spec §1.1).
+// Sizes and limits of the format (docs/format-lsmt.md §1).
 const (
 	SectorSize     = 512           // LSMT unit ("ALIGNMENT")
 	HeaderSize     = 4096          // header and trailer space
@@ -30,7 +30,7 @@ const (
 	dataStart      = HeaderSize / SectorSize
 )
 
-// Header flags (spec §1.3).
+// Header flags (docs/format-lsmt.md §2.2).
 const (
 	FlagHeader = 1 << 0 // set in a header, clear in a trailer
 	FlagData   = 1 << 1 // data file; clear in an RW index file
@@ -41,7 +41,8 @@ const (
 // Magic0 is the first header word, "LSMT\0\1\2\0" read as little-endian.
 const Magic0 uint64 = 0x00020100544D534C
 
-// Magic1 is the second magic: a Photon UUID stored little-endian (spec §1.2).
+// Magic1 is the second magic: a Photon UUID stored little-endian
+// (docs/format-lsmt.md §2.1).
 var Magic1 = [16]byte{0x65, 0x7E, 0x63, 0xD2, 0x94, 0x44, 0x08, 0x4C, 0xA2, 0xD2, 0xC8, 0xEC, 0x4F, 0xCF, 0xAE, 0x8A}
 
 // NullUUID is how an unset uuid is written (not as zero bytes).
@@ -198,7 +199,7 @@ func NewUUID() string {
 	return UUIDFromBytes(b)
 }
 
-// UUIDFromBytes formats 16 bytes in plain byte order (spec §1.4).
+// UUIDFromBytes formats 16 bytes in plain byte order (docs/format-lsmt.md §2.3).
 func UUIDFromBytes(b [16]byte) string {
 	var s [36]byte
 	hex.Encode(s[0:8], b[0:4])
@@ -213,7 +214,7 @@ func UUIDFromBytes(b [16]byte) string {
 	return strings.ToUpper(string(s[:]))
 }
 
-// Record is one segment mapping (spec §1.5): Length sectors at virtual
+// Record is one segment mapping (docs/format-lsmt.md §3.1): Length sectors at virtual
 // sector Offset are stored at sector MOffset of file number Tag, or read as
 // zeros when Zeroed.
 type Record struct {
@@ -299,7 +300,7 @@ func (r Record) String() string {
 var invalidRecord = Record{Offset: InvalidOffset}
 
 // verifyMOffset is overlaybd's verify_mapping_moffset with the allowed
-// mapped range [lo, hi) in sectors (spec §1.5).
+// mapped range [lo, hi) in sectors (docs/format-lsmt.md §3.3).
 func (r Record) verifyMOffset(lo, hi uint64) bool {
 	if r.Zeroed {
 		return lo <= r.MOffset && r.MOffset <= hi

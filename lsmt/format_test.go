@@ -74,7 +74,8 @@ func mustParseUUIDBytes(t *testing.T, s string) (b [16]byte) {
 	return b
 }
 
-// The §5.3 bit-field vector, checked against g++'s layout of the C++ struct.
+// The bit-field vector of docs/format-lsmt.md §10, checked against g++'s
+// layout of the C++ struct.
 func TestRecordBitfield(t *testing.T) {
 	r := Record{Offset: 0x123456789AB, Length: 0x2ABC, MOffset: 0x1234567890ABCD, Zeroed: true, Tag: 0x7F}
 	want, _ := hex.DecodeString("AB8967452301F0AACDAB90785634927F")

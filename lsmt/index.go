@@ -27,7 +27,7 @@ type Index struct {
 // branch-free count stays cheap, many enough to shrink the tree 16×.
 const leafSize = 16
 
-// packedRecord is a Record in its on-disk layout (spec §1.4): w0 holds
+// packedRecord is a Record in its on-disk layout (docs/format-lsmt.md §3.1): w0 holds
 // offset (50 bits) and length (14 bits), w1 moffset (55 bits), the zeroed
 // bit and the tag. Index records are validated to fit it losslessly.
 type packedRecord struct{ w0, w1 uint64 }
@@ -169,7 +169,7 @@ func (ix *Index) BlockCount() uint64 {
 	return n
 }
 
-// Merge builds the merged view of read-only layer indexes (spec §1.9).
+// Merge builds the merged view of read-only layer indexes (docs/format-lsmt.md §7.2).
 // layers is ordered bottom first, like NewStack's lowers. The upper layer
 // always wins, its zeroed records included; gaps are filled from below.
 // Each merged record's Tag is its layer's position counted from the top
@@ -231,7 +231,7 @@ func fillGaps(cur, low []Record) []Record {
 }
 
 // Compress folds adjacent records in place like overlaybd's
-// compress_raw_index (spec §1.6.1 step 4) and returns the shortened slice:
+// compress_raw_index (docs/format-lsmt.md §5.2 step 3) and returns the shortened slice:
 // a record joins the previous one when it continues it both virtually and in
 // the mapped file, with the same zeroed flag and tag, and the sum of lengths
 // stays below MaxLength.
@@ -267,7 +267,7 @@ func joinable(p, r Record) bool {
 }
 
 // MemIndex is the ordered, mutable index of a writable layer: records are
-// inserted in log order and the last writer wins (spec §1.6.3). It is not
+// inserted in log order and the last writer wins (docs/format-lsmt.md §6.2). It is not
 // safe for concurrent use; RWFile guards it.
 type MemIndex struct {
 	t *btree.BTreeG[Record]

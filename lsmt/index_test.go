@@ -25,7 +25,7 @@ func mustIndex(t testing.TB, r []Record) *Index {
 	return ix
 }
 
-// §5.3 lookup vectors (overlaybd TEST(Index, lookup)).
+// Lookup vectors of docs/format-lsmt.md §10 (overlaybd TEST(Index, lookup)).
 func TestIndexLookup(t *testing.T) {
 	ix := mustIndex(t, recs([4]uint64{0, 10, 0}, [4]uint64{10, 10, 50}, [4]uint64{100, 10, 20}))
 	tests := []struct {
@@ -61,7 +61,7 @@ func TestNewIndexRejects(t *testing.T) {
 	}
 }
 
-// §5.3 merge vector (overlaybd TEST(Index, merge)): L0 on top of L1.
+// Merge vector of docs/format-lsmt.md §10 (overlaybd TEST(Index, merge)): L0 on top of L1.
 func TestMerge(t *testing.T) {
 	l0 := mustIndex(t, recs([4]uint64{5, 5, 0}, [4]uint64{10, 10, 50}, [4]uint64{100, 10, 20}))
 	l1 := mustIndex(t, recs([4]uint64{0, 1, 7}, [4]uint64{2, 4, 5}, [4]uint64{15, 10, 22}, [4]uint64{30, 15, 89}, [4]uint64{87, 50, 32}, [4]uint64{150, 10, 84}))
@@ -153,7 +153,7 @@ func TestMergeRandom(t *testing.T) {
 	}
 }
 
-// §5.3 compression vectors (overlaybd TEST(Index, compress)).
+// Fold vectors of docs/format-lsmt.md §10 (overlaybd TEST(Index, compress)).
 func TestCompress(t *testing.T) {
 	tests := []struct{ in, want []Record }{
 		{recs([4]uint64{5, 5, 0}, [4]uint64{10, 10, 5}, [4]uint64{100, 10, 20}), recs([4]uint64{5, 15, 0}, [4]uint64{100, 10, 20})},
@@ -170,7 +170,7 @@ func TestCompress(t *testing.T) {
 	}
 }
 
-// §5.3 log replay vector (overlaybd TEST(Index0, insert)).
+// Log replay vector of docs/format-lsmt.md §10 (overlaybd TEST(Index0, insert)).
 func TestMemIndexInsert(t *testing.T) {
 	m := NewMemIndex()
 	for _, r := range recs([4]uint64{0, 20, 0}, [4]uint64{10, 15, 50}, [4]uint64{30, 100, 20}, [4]uint64{5, 10, 3}, [4]uint64{40, 10, 123}, [4]uint64{200, 10, 2133}, [4]uint64{150, 100, 21}) {

@@ -1,8 +1,8 @@
 package lsmt
 
 // Interop audit: shapes real overlaybd files can have that the oracle
-// fixtures do not show, built byte by byte from the spec
-// (/work/shared/spec/overlaybd-format.md, sections cited per case).
+// fixtures do not show, built byte by byte from the format description
+// (docs/format-lsmt.md, sections cited per case).
 
 import (
 	"bytes"
@@ -63,7 +63,7 @@ func (l rawLayer) bytes() []byte {
 	return b.Bytes()
 }
 
-// compactLayer lays out data records like overlaybd-commit (§1.6.1): data
+// compactLayer lays out data records like overlaybd-commit (docs/format-lsmt.md §5.1): data
 // packed from sector 8 in index order, zeroed records at the data cursor.
 // Each data record's sectors are filled with a pattern; want gets the
 // layer's own view.
@@ -136,7 +136,7 @@ func checkView(t testing.TB, r io.ReaderAt, size int64, want []byte) {
 	}
 }
 
-// §1.6.2: a sealed append-only RW data file. The header stays the RW header
+// docs/format-lsmt.md §5.3: a sealed append-only RW data file. The header stays the RW header
 // (0x03), every byte ever written stays (overwritten garbage included), the
 // sorted index is appended at EOF padded to 512 bytes with *unspecified*
 // padding records not counted in index_size, then a 0x06 trailer keeping
@@ -224,7 +224,7 @@ func TestSealedAppendLayer(t *testing.T) {
 	checkView(t, c, vsize, want)
 }
 
-// §1.6.2 for a sparse layer: header 0x13, data region is 4096+vsize (here
+// docs/format-lsmt.md §5.3 for a sparse layer: header 0x13, data region is 4096+vsize (here
 // the real 64 GiB, a sparse temp file), index at 4096+vsize, trailer 0x16.
 func TestSealedSparseLayer(t *testing.T) {
 	const vsize = 64 << 30
@@ -282,7 +282,7 @@ func TestSealedSparseLayer(t *testing.T) {
 	}
 }
 
-// §1.5, §1.7: variants a real RO file can present, each read against the
+// docs/format-lsmt.md §3, §4: variants a real RO file can present, each read against the
 // layer's own model.
 func TestROVariants(t *testing.T) {
 	const vsize = 9 << 20
@@ -295,31 +295,31 @@ func TestROVariants(t *testing.T) {
 		mut  func(l *rawLayer)
 	}{
 		{"as committed", func(l *rawLayer) { l.pad = padRecords(256 - len(l.recs)); l.indexSize = 256 }},
-		// §1.5: a flattened file may keep source layer numbers in the tag byte.
+		// docs/format-lsmt.md §3.2: a flattened file may keep source layer numbers in the tag byte.
 		{"non-zero tags", func(l *rawLayer) {
 			for i := range l.recs {
 				l.recs[i].Tag = uint8(3*i + 1)
 			}
 		}},
-		// §1.5 range check: a zeroed record may sit at moffset == index_offset/512.
+		// docs/format-lsmt.md §3.3 range check: a zeroed record may sit at moffset == index_offset/512.
 		{"zeroed record at the data end", func(l *rawLayer) {
 			l.recs = append(l.recs, Record{Offset: 18000, Length: 50, Zeroed: true, MOffset: uint64(HeaderSize+len(l.data)) / SectorSize})
 		}},
-		// §1.7: index_size may count only part of the padding that follows.
+		// docs/format-lsmt.md §4: index_size may count only part of the padding that follows.
 		{"index_size counts part of the padding", func(l *rawLayer) { l.pad = padRecords(256 - len(l.recs)); l.indexSize = int64(len(l.recs)) + 100 }},
 		{"index_size counts no padding", func(l *rawLayer) { l.pad = padRecords(256 - len(l.recs)) }},
-		// §1.4: parsing accepts lowercase.
+		// docs/format-lsmt.md §2.3: parsing accepts lowercase.
 		{"lowercase uuids", func(l *rawLayer) {
 			l.uuid, l.parent = "c02fb491-b4d4-4904-8684-a014d032af78", "01bb4fce-3eb1-b56b-05ad-f99504dafd31"
 		}},
-		// §1.2: a 256-byte tag has no NUL.
+		// docs/format-lsmt.md §2.1: a 256-byte tag has no NUL.
 		{"user_tag of 256 bytes", func(l *rawLayer) { l.tag = bytes.Repeat([]byte("m"), UserTagSize) }},
-		// §1.7: version, sub_version and size are not checked.
+		// docs/format-lsmt.md §2.1: version, sub_version and size are not checked.
 		{"version 2.7", func(l *rawLayer) { l.version, l.subVer = 2, 7 }},
 		{"version 0.0", func(l *rawLayer) { l.version, l.subVer = 0, 0 }},
-		// §1.3: bits 3 (gc_layer) and 5 (info_valid) are never read.
+		// docs/format-lsmt.md §2.2: bits 3 (gc_layer) and 5 (info_valid) are never read.
 		{"flag bits 3 and 5", func(l *rawLayer) { l.hdrFlags |= 0x28; l.trlFlags |= 0x28 }},
-		// §1.6.3-style padding records (invalid) interleaved with real ones.
+		// docs/format-lsmt.md §3.1 padding records (invalid) interleaved with real ones.
 		{"invalid records inside the index", func(l *rawLayer) {
 			l.recs = append([]Record{invalidRecord}, append(l.recs[:2:2], append([]Record{invalidRecord}, l.recs[2:]...)...)...)
 		}},
@@ -357,7 +357,7 @@ func TestROVariants(t *testing.T) {
 	}
 }
 
-// §1.4: uuid strings may be lowercase; the parent chain must compare them
+// docs/format-lsmt.md §2.3: uuid strings may be lowercase; the parent chain must compare them
 // without case.
 func TestVerifyOrderLowercase(t *testing.T) {
 	lo, _ := compactLayer(1<<20, []Record{{Offset: 0, Length: 8}}, 1)
@@ -374,7 +374,7 @@ func TestVerifyOrderLowercase(t *testing.T) {
 	}
 }
 
-// §1.9: the size comes from the top-most lower with a non-zero vsize; a
+// docs/format-lsmt.md §7.3: the size comes from the top-most lower with a non-zero vsize; a
 // lower with vsize 0 still contributes its data.
 func TestVSizeZeroLower(t *testing.T) {
 	bottom, wantB := compactLayer(4<<20, []Record{{Offset: 0, Length: 16}}, 1)
@@ -394,7 +394,7 @@ func TestVSizeZeroLower(t *testing.T) {
 	}
 }
 
-// §1.9: the upper layer always wins, its zeroed records included.
+// docs/format-lsmt.md §7.2: the upper layer always wins, its zeroed records included.
 func TestZeroedUpperHidesLower(t *testing.T) {
 	lower, want := compactLayer(2<<20, []Record{{Offset: 0, Length: 64}}, 1)
 	upper, _ := compactLayer(2<<20, []Record{{Offset: 10, Length: 5, Zeroed: true}, {Offset: 60, Length: 100, Zeroed: true}}, 2)
@@ -407,7 +407,7 @@ func TestZeroedUpperHidesLower(t *testing.T) {
 	checkView(t, s, 2<<20, want)
 }
 
-// §1.6.3: an RW upper created with vsize 0 inherits the lowers' size, and
+// docs/format-lsmt.md §6.1: an RW upper created with vsize 0 inherits the lowers' size, and
 // both of its headers are rewritten on disk.
 func TestRWUpperInheritsVSize(t *testing.T) {
 	lower, want := compactLayer(3<<20, []Record{{Offset: 0, Length: 8}}, 1)
@@ -442,7 +442,7 @@ func TestRWUpperInheritsVSize(t *testing.T) {
 	}
 }
 
-// §1.1/§1.9: 255 read-only layers stack; 256 are refused clearly.
+// docs/format-lsmt.md §1, §7.3: 255 read-only layers stack; 256 are refused clearly.
 func TestMaxLayers(t *testing.T) {
 	const vsize = 1 << 20
 	files := make([]*File, 256)
@@ -472,7 +472,7 @@ func TestMaxLayers(t *testing.T) {
 	}
 }
 
-// §1.8: reads at the very end of a disk whose size is not a multiple of
+// docs/format-lsmt.md §7.1: reads at the very end of a disk whose size is not a multiple of
 // 4096 (nor of 512), with and without a writable upper; past the end is
 // io.EOF.
 func TestReadsAtOddEnd(t *testing.T) {
@@ -521,7 +521,7 @@ func TestReadsAtOddEnd(t *testing.T) {
 	}
 }
 
-// §1.6.1 with an empty source: no records, no padding (0 is a multiple of
+// docs/format-lsmt.md §5.1 with an empty source: no records, no padding (0 is a multiple of
 // 256), index_offset 4096, file of 8192 bytes.
 func TestEmptyCommittedLayer(t *testing.T) {
 	l := rawLayer{hdrFlags: 7, trlFlags: 6, vsize: 1 << 20, uuid: NullUUID, parent: NullUUID, version: 1, subVer: 1, indexSize: -1}
@@ -537,7 +537,7 @@ func TestEmptyCommittedLayer(t *testing.T) {
 func interopSeeds() [][]byte {
 	recs := []Record{{Offset: 0, Length: 2}, {Offset: 2, Length: 6, Zeroed: true}, {Offset: 9, Length: 3}}
 	sealed, _ := compactLayer(64<<10, recs, 1)
-	sealed.hdrFlags = FlagHeader | FlagData // §1.6.2: RW header kept
+	sealed.hdrFlags = FlagHeader | FlagData // docs/format-lsmt.md §5.3: RW header kept
 	sealed.pad = bytes.Repeat([]byte{0xA5}, 512-len(recs)*RecordSize)
 	tagged, _ := compactLayer(64<<10, recs, 2)
 	for i := range tagged.recs {

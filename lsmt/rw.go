@@ -15,17 +15,17 @@ type CreateOptions struct {
 	VirtualSize int64  // bytes; 0 = inherit from the lowers when stacked
 	UUID        string // "" = random v4
 	ParentUUID  string // "" = null
-	// Sparse makes a sparse layer (overlaybd-create -s, spec §1.6.4): the
+	// Sparse makes a sparse layer (overlaybd-create -s, docs/format-lsmt.md §6.4): the
 	// data file holds sector s at byte 4096+s×512 and no index is kept.
 	Sparse bool
 }
 
 // RWFile is a writable layer, in one of overlaybd's two forms:
 //
-//   - append-only (spec §1.6.3): a data file (header, then every write's
+//   - append-only (docs/format-lsmt.md §6.1): a data file (header, then every write's
 //     payload appended) and an index file (header, then a log of one record
 //     per write or discard);
-//   - sparse (spec §1.6.4, [RWFile.Sparse]): only a data file, header flags
+//   - sparse (docs/format-lsmt.md §6.4, [RWFile.Sparse]): only a data file, header flags
 //     0x13, virtual sector s stored at byte 4096+s×512; the index is rebuilt
 //     from the file's allocated extents on open. See sparse.go.
 //
@@ -293,7 +293,7 @@ func (f *RWFile) Size() int64 { return f.VirtualSize() }
 func (f *RWFile) UUID() string       { h := f.Header(); return h.UUIDString() }
 func (f *RWFile) ParentUUID() string { h := f.Header(); return h.ParentUUIDString() }
 
-// Sparse reports whether this is a sparse layer (spec §1.6.4).
+// Sparse reports whether this is a sparse layer (docs/format-lsmt.md §6.4).
 func (f *RWFile) Sparse() bool { return f.sparse }
 
 // SetVirtualSize rewrites the virtual size in both headers (overlaybd

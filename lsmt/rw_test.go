@@ -183,7 +183,7 @@ func TestRWTornTail(t *testing.T) {
 }
 
 func TestRWReplayVector(t *testing.T) {
-	// The §5.3 log replay vector, through the on-disk log.
+	// The log replay vector of docs/format-lsmt.md §10, through the on-disk log.
 	_, d, x := newRW(t, 1<<20)
 	os.Truncate(d, HeaderSize+3000*512)
 	var log []byte

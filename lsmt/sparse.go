@@ -8,7 +8,7 @@ import (
 	"syscall"
 )
 
-// Sparse writable layers (spec §1.6.4, overlaybd-create -s; the
+// Sparse writable layers (docs/format-lsmt.md §6.4, overlaybd-create -s; the
 // accelerated-container-image converter makes its writable layers this way).
 //
 // Only the data file is used: a 4096-byte header with flags 0x13, then the

@@ -178,7 +178,7 @@ func TestSparseCreate(t *testing.T) {
 }
 
 // TestSparseFileTest2 replays overlaybd's FileTest2.sparse_rw write pattern
-// (spec §5.2), then reopens: the in-session index holds the writes, the
+// (overlaybd src/overlaybd/lsmt/test/test.cpp), then reopens: the in-session index holds the writes, the
 // reopened one the allocated extents.
 func TestSparseFileTest2(t *testing.T) {
 	const vsize = 64 << 20
@@ -426,8 +426,8 @@ func TestSparseInheritSize(t *testing.T) {
 
 // A sparse upper over the fixture lowers d/l1 + d/l2, through NewStack:
 // the session view equals the model; after a reopen, sectors that share an
-// allocation block with a written sector read as zeros (spec §1.6.4 (b)),
-// and discarded ranges show the lowers again (§1.6.4 (a)).
+// allocation block with a written sector read as zeros (docs/format-lsmt.md §6.4 (b)),
+// and discarded ranges show the lowers again (docs/format-lsmt.md §6.4 (a)).
 func TestSparseStackFixtures(t *testing.T) {
 	l1, l2 := openFixture(t, "d/l1.lsmt"), openFixture(t, "d/l2.lsmt")
 	lowerStack, err := NewStack([]*File{l1, l2}, nil)

@@ -110,7 +110,7 @@ func (v *view) fill(p []byte, sector uint64, segs []Record) error {
 }
 
 // Stack is the merged view of read-only layers and an optional writable
-// upper layer (spec §1.9). It implements disk.Disk. Reads are concurrent
+// upper layer (docs/format-lsmt.md §7). It implements disk.Disk. Reads are concurrent
 // and lock-free on the read-only part (the merged index is immutable);
 // the upper layer has its own lock.
 type Stack struct {
@@ -171,7 +171,7 @@ func VerifyOrder(lowers []*File) error {
 		if IsNullUUID(p) || IsNullUUID(u) {
 			continue
 		}
-		// uuid strings may be stored in either case (spec §1.4).
+		// uuid strings may be stored in either case (docs/format-lsmt.md §2.3).
 		if !strings.EqualFold(p, u) {
 			return fmt.Errorf("%w: %s has parent uuid %s but the layer below it, %s, has uuid %s", ErrOrder, f.name, p, below.name, u)
 		}

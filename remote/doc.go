@@ -7,7 +7,7 @@
 // io.ReaderAt over the whole blob: misses are fetched with HTTP Range GETs
 // through go-containerregistry's authenticating transport, widened to
 // Options.RefillSize-aligned chunks (overlaybd's refillSize, 256 KiB by
-// default; spec/overlaybd-format.md §4.4), and kept in a persistent cache
+// default; docs/image-config.md §5), and kept in a persistent cache
 // under Options.CacheDir.
 //
 // # Cache layout and crash safety

@@ -36,7 +36,7 @@ type PushOptions struct {
 }
 
 // Push publishes committed overlaybd layer files (bottom first) as an image
-// that overlaybd and ACI consume (spec/registry.md §1.1–1.3): each blob is
+// that overlaybd and ACI consume (docs/image-config.md §3): each blob is
 // the layer tar-wrapped (wrapped here with overlaybd's PAX form unless the
 // file already is), with the uncompressed-tar media type, the blob-digest,
 // blob-size and version annotations, and a config whose diff_ids are the

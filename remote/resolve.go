@@ -25,7 +25,7 @@ import (
 )
 
 // Layer-descriptor annotations of overlaybd images (ACI pkg/label/label.go;
-// spec/registry.md §1.3).
+// docs/image-config.md §3).
 const (
 	AnnotationBlobDigest = "containerd.io/snapshot/overlaybd/blob-digest"
 	AnnotationBlobSize   = "containerd.io/snapshot/overlaybd/blob-size"

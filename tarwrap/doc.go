@@ -6,5 +6,5 @@
 // field is 0) and reads the data at a fixed offset: 1536 with a PAX header,
 // 512 without one, as Go's archive/tar writes for a short name in USTAR
 // format. GNU-format headers are not tar to overlaybd. See
-// spec/overlaybd-format.md §2.9 and overlaybd src/overlaybd/tar/tar_file.cpp.
+// docs/format-tar.md and overlaybd src/overlaybd/tar/tar_file.cpp.
 package tarwrap

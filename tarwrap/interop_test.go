@@ -1,7 +1,7 @@
 package tarwrap
 
-// Interop audit: tar wrappers as real producers write them (spec
-// /work/shared/spec/overlaybd-format.md §2.9, §4.1).
+// Interop audit: tar wrappers as real producers write them
+// (docs/format-tar.md §2, §3).
 
 import (
 	"archive/tar"
@@ -32,11 +32,11 @@ func TestInteropWrappers(t *testing.T) {
 	ours := wrap(member)
 	aci := aciTar(t, member)
 	// ACI's embedded convertor copies an overlaybd-wrapped commit into a Go
-	// tar.Writer stream and closes it: 1024 more zero bytes (§2.9).
+	// tar.Writer stream and closes it: 1024 more zero bytes (docs/format-tar.md §3).
 	oursPlus := append(bytes.Clone(ours), make([]byte, 1024)...)
 	aciPlus := append(bytes.Clone(aci), make([]byte, 1024)...)
 
-	// PAX size disagreeing with the file (§2.9: the PAX record decides).
+	// PAX size disagreeing with the file (docs/format-tar.md §4: the PAX record decides).
 	paxSize := func(v string) []byte {
 		b := bytes.Clone(ours)
 		rec := paxRecord("size", v)

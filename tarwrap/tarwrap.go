@@ -211,7 +211,7 @@ func readFull(r io.ReaderAt, p []byte, off int64) error {
 }
 
 // Header returns the 1536 bytes overlaybd-commit -t writes before a member of
-// size bytes (§2.9, tar_file.cpp write_header_trailer): a PAX header named
+// size bytes (docs/format-tar.md §2, tar_file.cpp write_header_trailer): a PAX header named
 // overlaybd.pax holding the record "<len> size=<size>\n", then a ustar header
 // overlaybd.commit with size field 0, owner root:root (0:0), mtime 0 and the
 // given mode. mode may be a Go file mode (permission bits, regular file) or a

@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// TestHeaderBytes checks every field of the PAX form against §2.9 (values of
+// TestHeaderBytes checks every field of the PAX form against docs/format-tar.md §2 (values of
 // the hello-world blob: member size 639491, mode 0100644).
 func TestHeaderBytes(t *testing.T) {
 	const size = 639491

@@ -5,7 +5,7 @@ import "hash/crc32"
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // crc32c is overlaybd's "raw" CRC32C: the Castagnoli register updated from
-// seed without the usual initial and final inversion (§2.4). Go's crc32
+// seed without the usual initial and final inversion (docs/format-zfile.md §4). Go's crc32
 // inverts on the way in and out, so invert around it to cancel both.
 func crc32c(seed uint32, p []byte) uint32 {
 	return ^crc32.Update(^seed, castagnoli, p)

@@ -4,7 +4,7 @@
 //
 // The layout, the flag bits, the "raw" CRC32C checksums and the open/read
 // rules follow containerd/overlaybd src/overlaybd/zfile/zfile.cpp as described
-// in spec/overlaybd-format.md §2. Files written by this package open in
+// in docs/format-zfile.md. Files written by this package open in
 // overlaybd, and every ZFile overlaybd writes (including the 2021 base layer,
 // whose reserved bytes and upper flag bits hold garbage) opens here.
 //

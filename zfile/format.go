@@ -6,7 +6,7 @@ import (
 	"fmt"
 )
 
-// Layout constants (spec/overlaybd-format.md §2.1).
+// Layout constants (docs/format-zfile.md §1).
 const (
 	// HeaderSize is the space taken by the header and by the trailer.
 	HeaderSize = 512
@@ -21,7 +21,7 @@ const (
 	MaxBlockSize = 64 << 10
 
 	// MaxStoredBlock is the largest stored block (compressed bytes plus CRC)
-	// overlaybd can read: its read buffer is MAX_READ_SIZE = 64 KiB (§2.8).
+	// overlaybd can read: its read buffer is MAX_READ_SIZE = 64 KiB (docs/format-zfile.md §8).
 	MaxStoredBlock = 64 << 10
 
 	// MaxIndexSize is overlaybd's MAX_ZFILE_INDEX_SIZE.
@@ -37,8 +37,8 @@ const (
 // Magic1 is the second magic, at offset 8.
 var Magic1 = [16]byte{'t', 'u', 'j', 'i', '.', 'y', 'y', 'f', '@', 'A', 'l', 'i', 'b', 'a', 'b', 'a'}
 
-// Flag bits (u64 at offset 32, §2.3). Only bits 0..5 have a meaning; the
-// others are ignored because 2021 writers left garbage in them (§2.10).
+// Flag bits (u64 at offset 32, docs/format-zfile.md §3). Only bits 0..5 have a meaning; the
+// others are ignored because 2021 writers left garbage in them (docs/format-zfile.md §10).
 const (
 	FlagHeader          uint64 = 1 << 0 // header (1) or trailer (0)
 	FlagDataFile        uint64 = 1 << 1 // always set
@@ -78,7 +78,7 @@ func (a Algorithm) String() string {
 }
 
 // Header is the 96-byte header/trailer struct at the start of the 512-byte
-// header and trailer areas (§2.2). The rest of the 512 bytes is zero when
+// header and trailer areas (docs/format-zfile.md §2). The rest of the 512 bytes is zero when
 // written, and ignored when read (it is covered by Digest, though).
 type Header struct {
 	Magic0       uint64   // 0
@@ -140,7 +140,7 @@ func (h *Header) Seal() []byte {
 
 // headerDigest is the raw CRC32C (seed 0) of a 512-byte area with the digest
 // field taken as zero; the code covers all 512 bytes, not 28..511 as the
-// upstream spec text says (§2.4).
+// upstream spec text says (docs/format-zfile.md §4).
 func headerDigest(b []byte) uint32 {
 	var zero [4]byte
 	c := crc32c(0, b[:digestOffset])

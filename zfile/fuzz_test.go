@@ -62,8 +62,8 @@ func FuzzNewReader(f *testing.F) {
 		copy(g, zw.FinalHeader())
 		f.Add(g)
 		f.Add(stripCRC(f, z))
-		f.Add(g[:len(g)-HeaderSize]) // 0x1B header, no trailer (§2.8)
-		old := bytes.Clone(z)        // pre-2023: bit 4 clear, garbage digest (§2.10)
+		f.Add(g[:len(g)-HeaderSize]) // 0x1B header, no trailer (docs/format-zfile.md §8)
+		old := bytes.Clone(z)        // pre-2023: bit 4 clear, garbage digest (docs/format-zfile.md §10)
 		reseal(old, 0, func(h *Header) { h.Flags &^= FlagDigest })
 		old[digestOffset] ^= 0x5A
 		f.Add(old)

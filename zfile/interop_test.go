@@ -1,7 +1,7 @@
 package zfile
 
-// Interop audit: ZFile shapes real files can have (spec
-// /work/shared/spec/overlaybd-format.md §2), built byte by byte.
+// Interop audit: ZFile shapes real files can have (docs/format-zfile.md,
+// sections cited per case), built byte by byte.
 
 import (
 	"bytes"
@@ -57,7 +57,7 @@ func (p zparts) build(final bool) []byte {
 }
 
 // The uncompressed content is an LSMT-like stream: a multiple of 512 but not
-// of 4096 (§2.9), mixed compressibility.
+// of 4096 (docs/format-zfile.md §9), mixed compressibility.
 func interopContent() []byte { return mixed(100<<12 + 1536) }
 
 func checkContent(t *testing.T, z []byte, want []byte) *Reader {
@@ -106,7 +106,7 @@ func TestInteropVariants(t *testing.T) {
 	}{
 		{"tool form 0x13 + trailer 0x16", tool, data, true},
 		{"final header 0x1B", final, data, false},
-		// §2.8 step 2: with bit 3 the trailer is not read at all.
+		// docs/format-zfile.md §8 step 2: with bit 3 the trailer is not read at all.
 		{"final header, trailer zeroed", mod(final, func(b []byte) []byte { clear(b[trlAt:]); return b }), data, false},
 		{"final header, trailer garbage", mod(final, func(b []byte) []byte {
 			for i := trlAt; i < len(b); i++ {
@@ -115,7 +115,7 @@ func TestInteropVariants(t *testing.T) {
 			return b
 		}), data, false},
 		{"final header, no trailer", final[:trlAt], data, false},
-		// §2.10: before 2023-09 bytes 28..31 were padding: bit 4 clear, so
+		// docs/format-zfile.md §10: before 2023-09 bytes 28..31 were padding: bit 4 clear, so
 		// the digest field is not checked whatever it holds.
 		{"header bit 4 clear, garbage digest", mod(tool, func(b []byte) []byte {
 			reseal(b, 0, func(h *Header) { h.Flags &^= FlagDigest })
@@ -129,11 +129,11 @@ func TestInteropVariants(t *testing.T) {
 			binary.LittleEndian.PutUint32(b[trlAt+digestOffset:], 0xfeedface)
 			return b
 		}), data, true},
-		// §2.8: the trailer digest is never verified.
+		// docs/format-zfile.md §8: the trailer digest is never verified.
 		{"trailer digest wrong", mod(tool, func(b []byte) []byte { b[trlAt+digestOffset] ^= 0xFF; return b }), data, true},
-		// §2.3: bit 5 (index compressed) is never honoured.
+		// docs/format-zfile.md §3: bit 5 (index compressed) is never honoured.
 		{"IDX_COMP bit set", mod(final, func(b []byte) []byte { reseal(b, 0, func(h *Header) { h.Flags |= FlagIndexCompressed }); return b }), data, false},
-		// §2.5: index_size larger than ceil(original/bs): extra stored
+		// docs/format-zfile.md §5: index_size larger than ceil(original/bs): extra stored
 		// blocks exist but are never part of the content.
 		{"index with extra entries", func() []byte {
 			p := split(t, tool)
@@ -150,7 +150,7 @@ func TestInteropVariants(t *testing.T) {
 			return p.build(false)
 		}(), data, true},
 		{"verify=0", stripCRC(t, tool), data, true},
-		// §2.5: block_size 64 KiB gives G = 1 (one base per block); last
+		// docs/format-zfile.md §5: block_size 64 KiB gives G = 1 (one base per block); last
 		// block short.
 		{"64 KiB blocks, last short", big, text(5, 5<<16+4608), true},
 	}
@@ -164,7 +164,7 @@ func TestInteropVariants(t *testing.T) {
 	}
 }
 
-// §2.8 caveat: a 64 KiB block stored as LZ4 literals is 65,794 + 4 bytes,
+// docs/format-zfile.md §8 caveat: a 64 KiB block stored as LZ4 literals is 65,794 + 4 bytes,
 // more than overlaybd's 64 KiB read buffer. overlaybd-zfile --bs 64 writes
 // such files; we read them (we never return wrong data either way).
 func TestStoredBlockOver64K(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 )
 
 // maxStoredLen bounds one stored block (payload + CRC) when reading. overlaybd
-// itself fails on blocks over MaxStoredBlock (§2.8); we read blocks up to the
+// itself fails on blocks over MaxStoredBlock (docs/format-zfile.md §8); we read blocks up to the
 // worst case of a 64 KiB block (LZ4 bound 65,809 + CRC) so that files made by
 // "overlaybd-zfile --bs 64" on incompressible data still open here.
 const maxStoredLen = 128 << 10
@@ -139,7 +139,7 @@ func Is(r io.ReaderAt) bool {
 }
 
 // NewReader opens the ZFile of size bytes in r, following overlaybd's
-// zfile_open_ro (§2.8). Unknown flag bits and reserved bytes are ignored.
+// zfile_open_ro (docs/format-zfile.md §8). Unknown flag bits and reserved bytes are ignored.
 func NewReader(r io.ReaderAt, size int64, opts ...Option) (*Reader, error) {
 	o := options{name: "(unnamed)"}
 	for _, f := range opts {
@@ -195,7 +195,7 @@ func NewReader(r io.ReaderAt, size int64, opts ...Option) (*Reader, error) {
 			return nil, ferr(usedAt+32, "trailer flags", ErrFormat, "flags %#x: want header bit clear, data and sealed bits set", used.Flags)
 		}
 		z.info.UsedTrailer = true
-		// overlaybd does not verify the trailer digest (§2.8); neither do we.
+		// overlaybd does not verify the trailer digest (docs/format-zfile.md §8); neither do we.
 	}
 	z.info.Used = used
 
@@ -232,7 +232,7 @@ func NewReader(r io.ReaderAt, size int64, opts ...Option) (*Reader, error) {
 	}
 
 	z.algo = Algorithm(used.Algo)
-	z.verify = used.Verify != 0 // the file decides, as in overlaybd (§2.8 step 3)
+	z.verify = used.Verify != 0 // the file decides, as in overlaybd (docs/format-zfile.md §8)
 	z.bs = int(bs)
 	z.shift = uint(bits.TrailingZeros32(bs))
 	z.orig = int64(used.OriginalSize)
@@ -261,7 +261,7 @@ func NewReader(r io.ReaderAt, size int64, opts ...Option) (*Reader, error) {
 }
 
 // loadIndex reads the block lengths, checks the index CRC and builds the jump
-// table with overlaybd's rules (§2.5): one absolute offset per group of
+// table with overlaybd's rules (docs/format-zfile.md §5): one absolute offset per group of
 // 65536/bs blocks and a u16 offset within the group for each block, which
 // must stay below 65535.
 func (z *Reader) loadIndex(used Header, usedAt, dataStart int64, ferr func(int64, string, error, string, ...any) error) error {

@@ -100,7 +100,7 @@ func checkRandomReads(t *testing.T, z io.ReaderAt, want []byte, n int) {
 }
 
 // TestBaseLayer opens overlaybd's 2021 base layer, whose reserved bytes, upper
-// flag bits and index_crc hold garbage (§2.10), and checks its whole content.
+// flag bits and index_crc hold garbage (docs/format-zfile.md §10), and checks its whole content.
 func TestBaseLayer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("decompresses 541 MB; skipped with -short")

@@ -25,7 +25,7 @@ type WriterOptions struct {
 	Concurrency int
 }
 
-// Writer writes a ZFile as overlaybd's ZFileBuilder does (§2.7): header
+// Writer writes a ZFile as overlaybd's ZFileBuilder does (docs/format-zfile.md §7): header
 // (flags 0x13), blocks each followed by its CRC32C, index, trailer (0x16).
 // It is not safe for concurrent use.
 type Writer struct {

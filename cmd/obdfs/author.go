@@ -1,7 +1,7 @@
 package main
 
 // Authoring commands, compatible in meaning with overlaybd's tools
-// (overlaybd-create, overlaybd-commit, overlaybd-zfile; spec §6.1).
+// (overlaybd-create, overlaybd-commit, overlaybd-zfile; docs/tools.md §1).
 
 import (
 	"errors"
