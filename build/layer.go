@@ -260,3 +260,17 @@ func (l *Layer) Close() error {
 	}
 	return err
 }
+
+// Build makes one committed layer file at out from the tar stream r (see
+// Apply) over o.Base: the whole engine in one call.
+func Build(out string, r io.Reader, name string, o Options, args CommitArgs, wo WriteOptions) (ApplyStats, error) {
+	l, err := NewLayer(o)
+	if err != nil {
+		return ApplyStats{}, err
+	}
+	st, err := l.Apply(r, name)
+	if err == nil {
+		err = l.CommitFile(out, args, wo)
+	}
+	return st, errors.Join(err, l.Close())
+}
