@@ -12,6 +12,7 @@ import (
 
 	"github.com/obdfs/obdfs/image"
 	"github.com/obdfs/obdfs/internal/leakcheck"
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/internal/treetest"
 	"github.com/obdfs/obdfs/zfile"
 )
@@ -197,7 +198,7 @@ func TestLayerRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := filepath.Join(dir, "l"+string(rune('1'+i))+".commit")
-		if err := l.CommitFile(out, CommitArgs{}, WriteOptions{ZFile: zo, Tar: i == 2}); err != nil {
+		if err := l.CommitFile(out, CommitArgs{}, layerfile.WriteOptions{ZFile: zo, Tar: i == 2}); err != nil {
 			t.Fatal(err)
 		}
 		if err := l.Close(); err != nil {

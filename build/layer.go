@@ -17,6 +17,7 @@ import (
 	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/fusefs"
 	"github.com/obdfs/obdfs/image"
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/loopdev"
 	"github.com/obdfs/obdfs/lsmt"
 )
@@ -265,7 +266,7 @@ func (l *Layer) Close() error {
 
 // Build makes one committed layer file at out from the tar stream r (see
 // Apply) over o.Base: the whole engine in one call.
-func Build(out string, r io.Reader, name string, o Options, args CommitArgs, wo WriteOptions) (ApplyStats, error) {
+func Build(out string, r io.Reader, name string, o Options, args CommitArgs, wo layerfile.WriteOptions) (ApplyStats, error) {
 	l, err := NewLayer(o)
 	if err != nil {
 		return ApplyStats{}, err
@@ -275,4 +276,13 @@ func Build(out string, r io.Reader, name string, o Options, args CommitArgs, wo 
 		err = l.CommitFile(out, args, wo)
 	}
 	return st, errors.Join(err, l.Close())
+}
+
+// CommitFile commits the layer (see Commit) into the layer file path
+// through the containers o chooses.
+func (l *Layer) CommitFile(path string, args CommitArgs, o layerfile.WriteOptions) error {
+	return layerfile.Write(path, o, func(w io.Writer) error {
+		_, err := l.Commit(w, args)
+		return err
+	})
 }

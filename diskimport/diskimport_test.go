@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/obdfs/obdfs/build"
 	"github.com/obdfs/obdfs/image"
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
 )
 
@@ -50,11 +50,7 @@ func importTo(t *testing.T, disk, out string, base *image.Stack) Stats {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	err = build.WriteFile(out, build.WriteOptions{}, func(w io.Writer) error {
-		_, err := lsmt.Commit(w, l, lsmt.CommitArgs{UUID: l.UUID()})
-		return err
-	})
-	if err != nil {
+	if err := layerfile.Commit(out, l, lsmt.CommitArgs{UUID: l.UUID()}, layerfile.WriteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return st

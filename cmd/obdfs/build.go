@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"github.com/obdfs/obdfs/build"
 	"github.com/obdfs/obdfs/diskimport"
 	"github.com/obdfs/obdfs/image"
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
 	"github.com/obdfs/obdfs/zfile"
 )
@@ -22,31 +24,31 @@ type buildCmds struct {
 // layerOutFlags are the output flags of build and import.
 type layerOutFlags struct {
 	Compress bool   `short:"z" help:"Compress the layer as a ZFile."`
-	Tar      bool   `short:"t" help:"Wrap the layer in overlaybd's tar form (as pushed to registries)."`
 	UUID     string `name:"uuid" placeholder:"UUID" help:"Layer UUID (default: random)."`
 	Message  string `short:"m" placeholder:"MSG" help:"Commit message (user tag, at most 256 bytes)."`
-	Force    bool   `short:"f" help:"Replace OUT if it exists."`
+	writeFlags
 	zfileOpts
 }
 
-func (f layerOutFlags) writeOptions(out string) (build.WriteOptions, error) {
+// writeOptions checks the flags, and that OUT may be written before any
+// work is done.
+func (f layerOutFlags) writeOptions(out string) (layerfile.WriteOptions, error) {
 	if !f.Force {
 		if _, err := os.Lstat(out); err == nil {
-			return build.WriteOptions{}, fmt.Errorf("%s: exists (use -f to replace it)", out)
+			return layerfile.WriteOptions{}, hintForce(fmt.Errorf("%s: %w", out, fs.ErrExist))
 		}
 	}
 	if len(f.Message) > 256 {
-		return build.WriteOptions{}, fmt.Errorf("message is %d bytes, at most 256", len(f.Message))
+		return layerfile.WriteOptions{}, fmt.Errorf("message is %d bytes, at most 256", len(f.Message))
 	}
 	var zo *zfile.WriterOptions
 	if f.Compress {
-		o, err := f.writerOptions()
-		if err != nil {
-			return build.WriteOptions{}, err
+		var err error
+		if zo, err = f.writerOptions(); err != nil {
+			return layerfile.WriteOptions{}, err
 		}
-		zo = &o
 	}
-	return build.WriteOptions{ZFile: zo, Tar: f.Tar}, nil
+	return f.options(zo), nil
 }
 
 // openBase opens --base, or returns nil.
@@ -99,7 +101,7 @@ func (c *buildCmd) Run() error {
 		err = werr
 	}
 	if err != nil {
-		return err
+		return hintForce(err)
 	}
 	fmt.Printf("%s: %d entries (%d whiteouts), %s of file data\n", c.Out, st.Entries, st.Whiteouts, humanBytes(st.Bytes))
 	return nil
@@ -178,12 +180,8 @@ func (c *importCmd) Run() error {
 		return err
 	}
 	defer l.Close()
-	err = build.WriteFile(c.Out, wo, func(w io.Writer) error {
-		_, err := lsmt.Commit(w, l, lsmt.CommitArgs{UUID: l.UUID(), Message: c.Message})
-		return err
-	})
-	if err != nil {
-		return err
+	if err := layerfile.Commit(c.Out, l, lsmt.CommitArgs{UUID: l.UUID(), Message: c.Message}, wo); err != nil {
+		return hintForce(err)
 	}
 	fmt.Printf("%s: %s disk of %s: %s written, %s discarded, %s examined\n", c.Out, st.Format,
 		humanBytes(st.VirtualSize), humanBytes(st.Written), humanBytes(st.Discarded), humanBytes(st.Examined))
