@@ -39,6 +39,7 @@ type Blob struct {
 
 	ra           streams
 	aheadPending atomic.Int64
+	bgState      atomic.Pointer[string]
 
 	stats blobCounters
 }
@@ -61,6 +62,10 @@ type Stats struct {
 	AheadBytes      int64 // of FetchedBytes, brought by readahead and trace replay
 	AheadHits       int64 // chunks brought ahead that a reader then used
 	BackgroundBytes int64 // of FetchedBytes, brought by the background download
+
+	Cached     int64  // bytes of the blob in the persistent cache
+	Verified   bool   // the cached blob is complete and matched its digest
+	Background string // background download: "", waiting, running, done, ...
 }
 
 type blobCounters struct {
@@ -77,13 +82,20 @@ func (b *Blob) Name() string { return b.name }
 
 // Stats returns the counters.
 func (b *Blob) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Reads: b.stats.reads.Load(), ReadBytes: b.stats.readBytes.Load(),
 		Fetches: b.stats.fetches.Load(), FetchedBytes: b.stats.fetchedBytes.Load(),
 		Errors: b.stats.errors.Load(), Invalidated: b.stats.invalidated.Load(),
 		AheadFetches: b.stats.aheadFetches.Load(), AheadBytes: b.stats.aheadBytes.Load(),
 		AheadHits: b.stats.aheadHits.Load(), BackgroundBytes: b.stats.backgroundBytes.Load(),
+		Cached: b.CachedBytes(), Background: b.backgroundState(),
 	}
+	if b.cf != nil {
+		b.cf.mu.Lock()
+		st.Verified = b.cf.verified
+		b.cf.mu.Unlock()
+	}
+	return st
 }
 
 // CachedBytes is how many bytes of the blob are in the persistent cache
@@ -180,6 +192,10 @@ func openRemote(ctx context.Context, cl *client, digest string, size int64, o Op
 	}
 	if o.Readahead > 0 {
 		b.ra.max = max(o.Readahead/o.RefillSize, 1)
+	}
+	if o.Background.Enable {
+		b.setBackground(bgWaiting)
+		b.wg.Go(func() { b.background(o.Background) })
 	}
 	return b, nil
 }

@@ -52,6 +52,8 @@ type Options struct {
 	// readers (default 8); readahead has a budget of the same size of its
 	// own, so it never delays a reader's miss.
 	MaxInflight int
+	// Background downloads the rest of every blob opened lazily.
+	Background BackgroundOptions
 	// Readahead is the largest window a sequential reader's readahead
 	// grows to, in bytes (default 16 MiB; negative turns readahead off).
 	Readahead int64
@@ -101,6 +103,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Readahead == 0 {
 		o.Readahead = DefaultReadahead
+	}
+	if o.Background.Delay < 0 || o.Background.MaxBytesPerSec < 0 {
+		return o, fmt.Errorf("remote: negative background delay or rate")
 	}
 	if o.UserAgent == "" {
 		o.UserAgent = "obdfs"
