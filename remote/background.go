@@ -38,7 +38,7 @@ const (
 	bgOff      = ""
 	bgWaiting  = "waiting"
 	bgRunning  = "running"
-	bgDone     = "done"     // complete and verified
+	bgDone     = "done" // complete and verified
 	bgFull     = "stopped: cache full"
 	bgFailed   = "failed"   // see the log
 	bgCanceled = "canceled" // the blob was closed first
