@@ -28,7 +28,7 @@ type control struct {
 	mu   sync.Mutex
 	f    *os.File
 	ring *uring.Ring
-	buf  []byte // mmap'd: the kernel reads/writes it from an io-wq worker (spec §1.1)
+	buf  []byte // mmap'd: the kernel reads/writes it from an io-wq worker (docs/ublk-protocol.md §1.1)
 
 	// features is the GET_FEATURES answer, 0 if the kernel predates it (< 6.5).
 	features uint64
@@ -69,7 +69,7 @@ func openControl() (*control, error) {
 
 // probeFeatures asks GET_FEATURES. It exists from 6.5 and only in its exact
 // ioctl form; older kernels answer -ENODEV (6.1: no such device 0), or
-// -EOPNOTSUPP/-ENOTSUPP (6.4, or 6.1 when device 0 exists). spec §1.3. A
+// -EOPNOTSUPP/-ENOTSUPP (6.4, or 6.1 when device 0 exists). docs/ublk-protocol.md §1.3. A
 // kernel that answers takes ioctl codes for everything.
 func (c *control) probeFeatures() {
 	clear(c.buf[:8])
@@ -152,7 +152,7 @@ func (e *CmdError) Unwrap() error { return e.Err }
 // out (which may be in) filled from it after; size is the buffer length.
 // With ioctl codes unknown, the ioctl form is tried first and the legacy
 // number on any error: 6.1 answers ioctl codes with -ENODEV or -EOPNOTSUPP,
-// not -EINVAL (spec §1.3).
+// not -EINVAL (docs/ublk-protocol.md §1.3).
 func (c *control) cmd(nr uint32, id uint32, in, out []byte, size int, data uint64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -201,7 +201,7 @@ func (c *control) cmd(nr uint32, id uint32, in, out []byte, size int, data uint6
 // addDev creates a device; info is sent and replaced by the kernel's answer.
 // With the encoding known from GET_FEATURES only the ioctl form is sent;
 // otherwise ioctl first, then legacy on any error: 6.1 answers the ioctl
-// form with -ENODEV, not -EINVAL (spec §1.3, §3.1).
+// form with -ENODEV, not -EINVAL (docs/ublk-protocol.md §1.3, §3.1).
 func (c *control) addDev(info *uapi.DevInfo) error {
 	c.mu.Lock()
 	id := info.DevID

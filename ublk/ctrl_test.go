@@ -15,7 +15,7 @@ import (
 )
 
 // Host-side tests of the control-path decisions against fake kernels that
-// answer as spec/ublk.md §1.3, §1.6 and §3.5 (and the 6.6/6.13+/7.0 driver
+// answer as docs/ublk-protocol.md §1.3, §1.6 and §3.3 say (and the 6.6/6.13+/7.0 driver
 // sources) say each version does. The real kernels (6.1, 6.12) are covered
 // by the VM tests; these cover the versions we cannot boot here.
 

@@ -117,7 +117,7 @@ func (dev *Device) create() error {
 		NrHwQueues:    uint16(dev.opts.Queues),
 		QueueDepth:    uint16(dev.opts.Depth),
 		MaxIOBufBytes: uint32(dev.opts.MaxIO),
-		DevID:         id, // must equal the ctrl cmd's dev_id (spec §1.2)
+		DevID:         id, // must equal the ctrl cmd's dev_id (docs/ublk-protocol.md §1.2)
 		Flags:         requestFlags(c.features, &dev.opts),
 	}
 	if err := c.addDev(&info); err != nil {
@@ -271,7 +271,7 @@ func checkGranted(info *uapi.DevInfo) error {
 func (dev *Device) openChar() error {
 	path := dev.CharPath()
 	var err error
-	// devtmpfs creates the node at once; udev may lag (spec §2.1).
+	// devtmpfs creates the node at once; udev may lag (docs/ublk-protocol.md §2.1).
 	for i := 0; i < 100; i++ {
 		dev.char, err = os.OpenFile(path, os.O_RDWR, 0)
 		if err == nil || !errors.Is(err, os.ErrNotExist) {
@@ -399,7 +399,7 @@ func (dev *Device) Done() <-chan struct{} { return dev.done }
 
 // Close stops the device, waits for in-flight I/O and deletes it. It does not
 // close the disk. The block device must not be open or mounted, or STOP_DEV
-// waits for it (spec §3.2).
+// waits for it (docs/ublk-protocol.md §3.2).
 func (dev *Device) Close() error {
 	dev.closeOnce.Do(func() {
 		select {
@@ -423,7 +423,8 @@ func (dev *Device) Close() error {
 		dev.char.Close()
 		// If the queues ended without a STOP_DEV (their threads died, or
 		// STOP_DEV failed), 6.1–6.6 leave the device LIVE until their 5 s
-		// monitor notices, and a DEL_DEV sent before that hangs (spec §3.5).
+		// monitor notices, and a DEL_DEV sent before that hangs
+		// (docs/ublk-protocol.md §3.3).
 		dev.waitNotLive(10 * time.Second)
 		// DEL_DEV waits for every reference (ublkc fd, descriptor mmaps),
 		// all released above.
@@ -566,7 +567,8 @@ func detach(c *control, id uint32, timeout, poll time.Duration, alive func(pid i
 	serverAlive := alive(pid)
 	if !serverAlive && di.State == uapi.StateLive {
 		// 6.1–6.6 notice a dead server only from a 5 s monitor, and a
-		// DEL_DEV (or STOP_DEV) sent before that hangs (spec §3.5): wait
+		// DEL_DEV (or STOP_DEV) sent before that hangs
+		// (docs/ublk-protocol.md §3.3): wait
 		// until it is not LIVE.
 		if _, err := waitState(c, id, time.Until(deadline), poll); err != nil {
 			return err

@@ -1,7 +1,7 @@
 // Package ublk serves a disk.Disk as a Linux ublk block device
 // (/dev/ublkbN), talking to the kernel driver through io_uring with raw
 // syscalls (no cgo, no io_uring library). The ABI, the per-kernel behaviour
-// and the pitfalls it works around are in spec/ublk.md.
+// and the pitfalls it works around are in docs/ublk-protocol.md.
 //
 // # Lifecycle
 //

@@ -1,7 +1,7 @@
 // Package uapi mirrors the ublk kernel ABI (include/uapi/linux/ublk_cmd.h):
 // command codes, feature flags and the structs exchanged with the driver.
 //
-// Every layout and value is taken from ../shared/spec/ublk.md (§1–§2) and
+// Every layout and value is described in docs/ublk-protocol.md (§1–§2) and
 // checked by uapi_test.go with unsafe.Sizeof/Offsetof. The structs are laid out
 // for 64-bit targets with natural alignment; ublk is only built on those.
 package uapi
@@ -9,7 +9,7 @@ package uapi
 import "unsafe"
 
 // Control command numbers (_IOC_NR). The legacy encoding is the bare number;
-// the ioctl encoding (6.4+) wraps it with CtrlIoctl. spec §1.3.
+// the ioctl encoding (6.4+) wraps it with CtrlIoctl. docs/ublk-protocol.md §1.3.
 const (
 	CmdGetQueueAffinity  = 0x01
 	CmdGetDevInfo        = 0x02
@@ -26,7 +26,7 @@ const (
 	CmdDelDevAsync       = 0x14 // ioctl form only, 6.9+
 )
 
-// I/O command numbers. spec §2.3.
+// I/O command numbers. docs/ublk-protocol.md §2.3.
 const (
 	IOFetchReq          = 0x20
 	IOCommitAndFetchReq = 0x21
@@ -43,7 +43,7 @@ func ioc(dir, nr, size uint32) uint32 { return dir<<30 | size<<16 | iocType<<8 |
 
 // readOnlyCmds are the control commands the kernel defines with _IOR; the
 // rest are _IOWR. Only GET_FEATURES is compared to the full value by the
-// kernel (spec §1.3), but every code is spelled as the header spells it.
+// kernel (docs/ublk-protocol.md §1.3), but every code is spelled as the header spells it.
 var readOnlyCmds = map[uint32]bool{
 	CmdGetQueueAffinity: true, CmdGetDevInfo: true, CmdGetParams: true,
 	CmdGetDevInfo2: true, CmdGetFeatures: true, CmdDelDevAsync: true,
@@ -63,7 +63,7 @@ func IOIoctl(nr uint32) uint32 {
 	return ioc(iocRead|iocWrite, nr, uint32(unsafe.Sizeof(IOCmd{})))
 }
 
-// Feature flags (dev_info.flags, GET_FEATURES). spec §1.6.
+// Feature flags (dev_info.flags, GET_FEATURES). docs/ublk-protocol.md §1.6.
 const (
 	FSupportZeroCopy     = 1 << 0
 	FURingCmdCompInTask  = 1 << 1
@@ -115,7 +115,7 @@ type DevInfo struct {
 	Reserved2     uint64
 }
 
-// Params types bits. spec §1.5.
+// Params types bits. docs/ublk-protocol.md §1.5.
 const (
 	ParamTypeBasic   = 1 << 0
 	ParamTypeDiscard = 1 << 1
@@ -174,7 +174,7 @@ type Params struct {
 	Zoned   [32]byte // unused: we never create zoned devices
 }
 
-// I/O operations (IODesc.OpFlags & 0xff). spec §2.2.
+// I/O operations (IODesc.OpFlags & 0xff). docs/ublk-protocol.md §2.2.
 const (
 	OpRead        = 0
 	OpWrite       = 1
@@ -210,14 +210,15 @@ type IOCmd struct {
 	Addr   uint64
 }
 
-// CQE results of FETCH/COMMIT. spec §2.3.
+// CQE results of FETCH/COMMIT. docs/ublk-protocol.md §2.3.
 const (
 	IOResOK          = 0
 	IOResNeedGetData = 1
 	IOResAbort       = -19 // -ENODEV
 )
 
-// Sizes and offsets of the mmap'd and pread/pwrite regions. spec §2.2, §2.6, §2.7.
+// Sizes and offsets of the mmap'd and pread/pwrite regions.
+// docs/ublk-protocol.md §2.2, §2.6, §2.7.
 const (
 	MaxQueueDepth  = 4096
 	MaxNrQueues    = 4096
@@ -231,7 +232,7 @@ const (
 )
 
 // DescOffset is the mmap offset of queue q's descriptor array on /dev/ublkcN.
-// The stride uses the maximum depth, not the real one (spec §2.2).
+// The stride uses the maximum depth, not the real one (docs/ublk-protocol.md §2.2).
 func DescOffset(q int, pageSize int) int64 {
 	stride := (MaxQueueDepth*IODescSize + pageSize - 1) / pageSize * pageSize
 	return CmdBufOffset + int64(q)*int64(stride)

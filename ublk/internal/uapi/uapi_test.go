@@ -5,7 +5,7 @@ import (
 	"unsafe"
 )
 
-// Sizes and offsets from spec/ublk.md §1.2, §1.4, §1.5, §2.2, §2.3.
+// Sizes and offsets from docs/ublk-protocol.md §1.2, §1.4, §1.5, §2.2, §2.3.
 func TestLayout(t *testing.T) {
 	var (
 		c  CtrlCmd
@@ -63,7 +63,7 @@ func TestLayout(t *testing.T) {
 	}
 }
 
-// Command codes from the table in spec/ublk.md §1.3 and §2.3.
+// Command codes from the tables in docs/ublk-protocol.md §1.3 and §2.3.
 func TestCommandCodes(t *testing.T) {
 	tests := []struct {
 		name string

@@ -1,10 +1,11 @@
 // Package uring is a minimal io_uring built on raw io_uring_setup and
-// io_uring_enter syscalls and three mmaps (spec/ublk.md §4), for the ublk
+// io_uring_enter syscalls and three mmaps (docs/ublk-protocol.md §4), for the ublk
 // server: URING_CMD submissions on an SQE128 control ring or a plain queue
 // ring, plus the few opcodes the server and the tests need (NOP, READ).
 //
 // A Ring is not safe for concurrent use: one goroutine owns it. For ublk queue
-// rings that goroutine must also be locked to its OS thread (spec §2.8).
+// rings that goroutine must also be locked to its OS thread
+// (docs/ublk-protocol.md §2.8).
 package uring
 
 import (
@@ -18,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Setup flags (io_uring_params.flags). spec §4.2.
+// Setup flags (io_uring_params.flags). docs/ublk-protocol.md §4.2.
 const (
 	SetupCQSize       = 1 << 3
 	SetupCoopTaskrun  = 1 << 8
@@ -41,7 +42,7 @@ const (
 	offCQRing = 0x8000000
 	offSQEs   = 0x10000000
 
-	// SQE byte offsets (spec §4.4).
+	// SQE byte offsets (docs/ublk-protocol.md §4.4).
 	sqeOpcode   = 0
 	sqeFd       = 4
 	sqeOff      = 8 // also cmd_op (u32) + __pad1 (u32) for URING_CMD
@@ -192,7 +193,7 @@ func (r *Ring) next() ([]byte, error) {
 }
 
 // publish makes the prepared SQE visible to the kernel: a release store of
-// the tail after the plain stores into the slot (spec §4.6).
+// the tail after the plain stores into the slot (docs/ublk-protocol.md §4.6).
 func (r *Ring) publish() {
 	r.sqTailLocal++
 	atomic.StoreUint32(r.sqTail, r.sqTailLocal)
