@@ -89,3 +89,20 @@ func (m *Mem) Flush() error   { return nil }
 func (m *Mem) Close() error   { return nil }
 
 var _ Disk = (*Mem)(nil)
+
+// ReadOnlyView returns d with WriteAt and Discard refused (ErrReadOnly);
+// reads, Flush and Close go to d. It serves a stack that has a writable
+// upper read-only, e.g. to a block device opened by a guest that must not
+// change it.
+func ReadOnlyView(d Disk) Disk {
+	if d.ReadOnly() {
+		return d
+	}
+	return readOnly{d}
+}
+
+type readOnly struct{ Disk }
+
+func (readOnly) ReadOnly() bool                           { return true }
+func (readOnly) WriteAt(p []byte, off int64) (int, error) { return 0, ErrReadOnly }
+func (readOnly) Discard(off, n int64) error               { return ErrReadOnly }

@@ -65,8 +65,8 @@ func (c *ublkAttachCmd) Run() error {
 		return err
 	}
 	var d disk.Disk = s
-	if c.ReadOnly && !s.ReadOnly() {
-		d = readOnlyDisk{s}
+	if c.ReadOnly {
+		d = disk.ReadOnlyView(s)
 	}
 	opts := ublk.Options{Queues: c.Queues, Depth: c.Depth, MaxIO: int(maxIO),
 		NoUserCopy: c.NoUserCopy, NoRecovery: c.NoRecovery, Logger: slog.Default()}
@@ -100,13 +100,6 @@ func (c *ublkAttachCmd) Run() error {
 	}
 	return closeErr
 }
-
-// readOnlyDisk hides the writable upper of a stack.
-type readOnlyDisk struct{ disk.Disk }
-
-func (readOnlyDisk) ReadOnly() bool                           { return true }
-func (readOnlyDisk) WriteAt(p []byte, off int64) (int, error) { return 0, disk.ErrReadOnly }
-func (readOnlyDisk) Discard(off, n int64) error               { return disk.ErrReadOnly }
 
 type ublkDetachCmd struct {
 	Timeout time.Duration `default:"30s" help:"How long to wait for the server to delete the device before deleting it here."`
