@@ -13,7 +13,7 @@ import (
 )
 
 // MountOptions are the tunables of a mount. The zero value gives the
-// defaults measured in docs/PERFORMANCE.md ## FUSE.
+// defaults measured in docs/PERFORMANCE.md, "FUSE mount options".
 type MountOptions struct {
 	// MaxIO is the largest READ/WRITE request, in bytes. Default 1 MiB,
 	// capped by go-fuse at the kernel's fs.fuse.max_pages_limit pages.

@@ -25,8 +25,8 @@
 #   BENCH_DIR             work directory (default: a fresh one under /var/tmp);
 #                         a dataset already built there for the same BENCH_DATA_MB is reused
 #   BENCH_KEEP [0]        1: keep BENCH_DIR (the dataset) after the run
-#   BENCH_DOC [docs/PERFORMANCE.md]  where the table goes (the "## Side by side"
-#                         section is replaced); empty: do not write it
+#   BENCH_DOC [docs/PERFORMANCE.md]  where the table goes (between the side-by-side
+#                         table markers); empty: do not write it
 #   BENCH_NOTE            a sentence added to the doc (machine state)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -82,7 +82,7 @@ func main() {
 		os.Exit(1)
 	}
 	ttl, neg := time.Minute, time.Duration(0)
-	// The same options as fusefs.Mount (see docs/PERFORMANCE.md ## FUSE).
+	// The same options as fusefs.Mount (see docs/PERFORMANCE.md, "FUSE mount options").
 	opts := &fs.Options{
 		EntryTimeout: &ttl, AttrTimeout: &ttl, NegativeTimeout: &neg,
 		MountOptions: fuse.MountOptions{
