@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +19,8 @@ import (
 	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/fusefs"
 	"github.com/obdfs/obdfs/internal/leakcheck"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 func needRoot(t *testing.T) {
@@ -30,18 +31,6 @@ func needRoot(t *testing.T) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skip("needs /dev/fuse")
 	}
-}
-
-func randBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, 1))
-	b := make([]byte, n)
-	for i := 0; i+8 <= n; i += 8 {
-		v := r.Uint64()
-		for j := range 8 {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	return b
 }
 
 // locked serialises a disk.Mem: the race detector cannot see the ordering
@@ -133,7 +122,7 @@ func (m *mnt) unmount(t *testing.T) {
 }
 
 func TestReadWholeFile(t *testing.T) {
-	content := randBytes(1, 8<<20+1234) // not a multiple of the page size
+	content := testlayer.Random(1, 8<<20+1234) // not a multiple of the page size
 	m := mount(t, map[string]disk.Disk{"ro": newMem(content, true), "rw": newMem(content, false)})
 	for _, tc := range []struct {
 		name string
@@ -197,7 +186,7 @@ func TestReadOnlyRefusesWrites(t *testing.T) {
 
 func TestWritable(t *testing.T) {
 	const size = 4 << 20
-	d := newMem(randBytes(2, size), false)
+	d := newMem(testlayer.Random(2, size), false)
 	m := mount(t, map[string]disk.Disk{"rw": d})
 	p := filepath.Join(m.dir, "rw")
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
@@ -208,7 +197,7 @@ func TestWritable(t *testing.T) {
 	want := make([]byte, size)
 	d.ReadAt(want, 0)
 
-	data := randBytes(3, 300000)
+	data := testlayer.Random(3, 300000)
 	if _, err := f.WriteAt(data, 12345); err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +259,7 @@ func TestParallelReadsAndWrites(t *testing.T) {
 			}
 			defer f.Close()
 			buf := alignedBuf(256 << 10)
-			copy(buf, randBytes(uint64(w)+10, len(buf)))
+			copy(buf, testlayer.Random(uint64(w)+10, len(buf)))
 			back := alignedBuf(len(buf))
 			for i := range 8 {
 				off := int64(w)*2<<20 + int64(i)*int64(len(buf))
@@ -310,7 +299,7 @@ func (f *faulty) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func TestCorruptRangeIsEIO(t *testing.T) {
-	content := randBytes(4, 4<<20)
+	content := testlayer.Random(4, 4<<20)
 	m := mount(t, map[string]disk.Disk{"bad": &faulty{locked: newMem(content, true), badOff: 2 << 20, badLen: 4096}})
 	f, err := os.OpenFile(filepath.Join(m.dir, "bad"), os.O_RDONLY|syscall.O_DIRECT, 0)
 	if err != nil {
@@ -335,7 +324,7 @@ func TestAddRemoveAtRuntime(t *testing.T) {
 	if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("stat before add: %v", err)
 	}
-	content := randBytes(5, 1<<20)
+	content := testlayer.Random(5, 1<<20)
 	if _, err := m.root.Add("late", newMem(content, true)); err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +362,7 @@ func TestAddRemoveAtRuntime(t *testing.T) {
 		t.Errorf("remove twice: %v, want ErrNotFound", err)
 	}
 	// Remove then add under the same name serves the new content.
-	content2 := randBytes(6, 1<<20)
+	content2 := testlayer.Random(6, 1<<20)
 	if _, err := m.root.Add("late", newMem(content2, true)); err != nil {
 		t.Fatal(err)
 	}
@@ -407,8 +396,8 @@ func TestNoLeaksAfterUnmount(t *testing.T) {
 	// Warm up once so lazily started runtime goroutines and pools exist.
 	for i := range 2 {
 		before := leakcheck.Take()
-		cc := &closeCounter{locked: newMem(randBytes(7, 2<<20), false)}
-		m := mount(t, map[string]disk.Disk{"a": newMem(randBytes(7, 2<<20), true), "b": cc})
+		cc := &closeCounter{locked: newMem(testlayer.Random(7, 2<<20), false)}
+		m := mount(t, map[string]disk.Disk{"a": newMem(testlayer.Random(7, 2<<20), true), "b": cc})
 		if _, err := os.ReadFile(filepath.Join(m.dir, "a")); err != nil {
 			t.Fatal(err)
 		}
@@ -432,7 +421,7 @@ func TestNoLeaksAfterUnmount(t *testing.T) {
 }
 
 func TestReadAtEOF(t *testing.T) {
-	content := randBytes(8, 10000)
+	content := testlayer.Random(8, 10000)
 	m := mount(t, map[string]disk.Disk{"small": newMem(content, true)})
 	f, err := os.Open(filepath.Join(m.dir, "small"))
 	if err != nil {

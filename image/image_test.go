@@ -14,6 +14,8 @@ import (
 	"github.com/obdfs/obdfs/internal/fixture"
 
 	"github.com/obdfs/obdfs/blockcache"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 var fixtures = fixture.OracleDir()
@@ -80,15 +82,7 @@ func TestFixtureStacks(t *testing.T) {
 func TestConfigWithUpper(t *testing.T) {
 	needFixtures(t)
 	dir := t.TempDir()
-	for _, n := range []string{"l3.data", "l3.index"} {
-		b, err := os.ReadFile(filepath.Join(fixtures, "e", n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testlayer.CopyRW(t, dir)
 	abs, _ := filepath.Abs(fixtures)
 	cfg := `{"lowers":[{"file":"` + abs + `/d/l1.lsmt"},{"file":"` + abs + `/d/l2.lsmt"}],
 	         "upper":{"data":"l3.data","index":"l3.index"},"resultFile":"ignored"}`

@@ -24,6 +24,8 @@ import (
 	"github.com/obdfs/obdfs/lsmt"
 	"github.com/obdfs/obdfs/tarwrap"
 	"github.com/obdfs/obdfs/zfile"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 // region is data written at a virtual offset.
@@ -230,22 +232,13 @@ func TestSealedLayerThroughImage(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(got, exp) {
-				t.Fatalf("differs at byte %d", firstDiffB(got, exp))
+				t.Fatalf("differs at byte %d", testlayer.FirstDiff(got, exp))
 			}
 			if k := s.Layers()[0].Kind; k != "lsmt" {
 				t.Fatalf("kind %q", k)
 			}
 		})
 	}
-}
-
-func firstDiffB(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }
 
 // realBaseLayer is ext4_64 (testdata/README.md), the 2021 base ZFile.

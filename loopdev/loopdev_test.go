@@ -3,7 +3,6 @@ package loopdev_test
 import (
 	"bytes"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/obdfs/obdfs/loopdev"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 func needLoop(t *testing.T) {
@@ -25,11 +26,7 @@ func needLoop(t *testing.T) {
 
 func tempImage(t *testing.T, size int, mode os.FileMode) (string, []byte) {
 	t.Helper()
-	b := make([]byte, size)
-	r := rand.New(rand.NewPCG(uint64(size), 7))
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
+	b := testlayer.Random(uint64(size), size)
 	p := filepath.Join(t.TempDir(), "img")
 	if err := os.WriteFile(p, b, mode); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 // corrupt returns a copy of base.lsmt changed by fn.
@@ -233,7 +235,7 @@ func FuzzOpenRW(f *testing.F) {
 		q := make([]byte, 1<<20)
 		c.ReadAt(q, 0)
 		if !bytes.Equal(p, q) {
-			t.Fatalf("committed content differs at %d", firstDiff(p, q))
+			t.Fatalf("committed content differs at %d", testlayer.FirstDiff(p, q))
 		}
 	})
 }

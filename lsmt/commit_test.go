@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"path/filepath"
 	"testing"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 // TestCommitRecordSplit checks the index records Commit writes for runs
@@ -70,7 +72,7 @@ func TestCommitRecordSplit(t *testing.T) {
 					clear(model[o.off : o.off+o.n])
 					continue
 				}
-				p := pattern(i+1, int(o.n))
+				p := testlayer.Random(uint64(i+1), int(o.n))
 				if _, err := rw.WriteAt(p, o.off); err != nil {
 					t.Fatal(err)
 				}

@@ -9,10 +9,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 var fixtureDir = testdata.OracleDir()
@@ -42,61 +42,7 @@ func openFixture(t testing.TB, rel string) *File {
 	return f
 }
 
-// copyRW copies e/l3.{data,index} into a temp dir (fixtures are read-only).
-func copyRW(t testing.TB) (string, string) {
-	t.Helper()
-	dir := t.TempDir()
-	var out [2]string
-	for i, n := range []string{"l3.data", "l3.index"} {
-		b, err := os.ReadFile(fixture(t, "e/"+n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[i] = filepath.Join(dir, n)
-		if err := os.WriteFile(out[i], b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out[0], out[1]
-}
-
-func readAll(t testing.TB, r io.ReaderAt, size int64) []byte {
-	t.Helper()
-	out := make([]byte, size)
-	for off := int64(0); off < size; off += 1 << 20 {
-		n, err := r.ReadAt(out[off:min(off+1<<20, size)], off)
-		if err != nil || n != int(min(1<<20, size-off)) {
-			t.Fatalf("ReadAt(%d) = %d, %v", off, n, err)
-		}
-	}
-	return out
-}
-
 func sum(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
-
-func expectedRaw(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(fixture(t, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, _ := zstd.NewReader(nil)
-	defer d.Close()
-	out, err := d.DecodeAll(b, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
-}
 
 func TestFixtureHeaders(t *testing.T) {
 	f := openFixture(t, "a/base.lsmt")
@@ -171,7 +117,7 @@ func TestFixtureStacks(t *testing.T) {
 			}
 			var upper *RWFile
 			if tt.rw {
-				d, x := copyRW(t)
+				d, x := testlayer.CopyRW(t, t.TempDir())
 				var err error
 				if upper, err = OpenRW(d, x); err != nil {
 					t.Fatal(err)
@@ -185,21 +131,21 @@ func TestFixtureStacks(t *testing.T) {
 			if s.Size() != 64<<20 {
 				t.Fatalf("size %d", s.Size())
 			}
-			got := readAll(t, s, s.Size())
+			got := testlayer.ReadAll(t, s, s.Size())
 			if g := sum(got); g != tt.want {
 				if raw, ok := raws[tt.want]; ok {
-					exp := expectedRaw(t, raw)
-					t.Fatalf("sha256 %s, want %s; first difference at byte %d", g, tt.want, firstDiff(got, exp))
+					exp := testlayer.ExpectedDisk(t, raw)
+					t.Fatalf("sha256 %s, want %s; first difference at byte %d", g, tt.want, testlayer.FirstDiff(got, exp))
 				}
 				t.Fatalf("sha256 %s, want %s", g, tt.want)
 			}
 			if len(lowers) == 1 && upper == nil { // the File alone is a disk too
-				if g := sum(readAll(t, lowers[0], lowers[0].VirtualSize())); g != tt.want {
+				if g := sum(testlayer.ReadAll(t, lowers[0], lowers[0].VirtualSize())); g != tt.want {
 					t.Fatalf("File.ReadAt sha256 %s", g)
 				}
 			}
 			if upper != nil && len(lowers) == 0 {
-				if g := sum(readAll(t, upper, upper.VirtualSize())); g != tt.want {
+				if g := sum(testlayer.ReadAll(t, upper, upper.VirtualSize())); g != tt.want {
 					t.Fatalf("RWFile.ReadAt sha256 %s", g)
 				}
 			}
@@ -210,7 +156,7 @@ func TestFixtureStacks(t *testing.T) {
 // Unaligned reads at random offsets against the expected content, incl.
 // reads crossing the end.
 func TestFixtureUnalignedReads(t *testing.T) {
-	exp := expectedRaw(t, "expected-stack.raw.zst")
+	exp := testlayer.ExpectedDisk(t, "expected-stack.raw.zst")
 	s, err := NewStack([]*File{openFixture(t, "d/l1.lsmt"), openFixture(t, "d/l2.lsmt"), openFixture(t, "d/l3.lsmt")}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +176,7 @@ func TestFixtureUnalignedReads(t *testing.T) {
 			t.Fatalf("ReadAt(%d, %d) = %d, %v", n, off, got, err)
 		}
 		if !bytes.Equal(p[:got], exp[off:off+int64(got)]) {
-			t.Fatalf("ReadAt(len %d, off %d): first difference at +%d", n, off, firstDiff(p[:got], exp[off:]))
+			t.Fatalf("ReadAt(len %d, off %d): first difference at +%d", n, off, testlayer.FirstDiff(p[:got], exp[off:]))
 		}
 	}
 	if n, err := s.ReadAt(make([]byte, 10), 64<<20); n != 0 || err != io.EOF {
@@ -239,7 +185,7 @@ func TestFixtureUnalignedReads(t *testing.T) {
 }
 
 func TestCommitFixture(t *testing.T) {
-	d, x := copyRW(t)
+	d, x := testlayer.CopyRW(t, t.TempDir())
 	rw, err := OpenRW(d, x)
 	if err != nil {
 		t.Fatal(err)
@@ -252,6 +198,6 @@ func TestCommitFixture(t *testing.T) {
 	}
 	want, _ := os.ReadFile(fixture(t, "d/l3.lsmt"))
 	if n != int64(buf.Len()) || sum(buf.Bytes()) != sumL3Com {
-		t.Fatalf("commit output differs from d/l3.lsmt (%d vs %d bytes), first difference at %d", buf.Len(), len(want), firstDiff(buf.Bytes(), want))
+		t.Fatalf("commit output differs from d/l3.lsmt (%d vs %d bytes), first difference at %d", buf.Len(), len(want), testlayer.FirstDiff(buf.Bytes(), want))
 	}
 }

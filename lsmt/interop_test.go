@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 // rawLayer describes an RO layer file to be written byte for byte. Header
@@ -118,9 +120,9 @@ func checkView(t testing.TB, r io.ReaderAt, size int64, want []byte) {
 	if int64(len(want)) != size {
 		t.Fatalf("size %d, want %d", size, len(want))
 	}
-	got := readAll(t, r, size)
+	got := testlayer.ReadAll(t, r, size)
 	if !bytes.Equal(got, want) {
-		t.Fatalf("content differs at byte %d", firstDiff(got, want))
+		t.Fatalf("content differs at byte %d", testlayer.FirstDiff(got, want))
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 60 {
@@ -131,7 +133,7 @@ func checkView(t testing.TB, r io.ReaderAt, size int64, want []byte) {
 			t.Fatalf("ReadAt(%d, %d) = %d, %v", len(p), off, n, err)
 		}
 		if !bytes.Equal(p[:n], want[off:off+int64(n)]) {
-			t.Fatalf("ReadAt(%d, %d): differs at +%d", len(p), off, firstDiff(p[:n], want[off:]))
+			t.Fatalf("ReadAt(%d, %d): differs at +%d", len(p), off, testlayer.FirstDiff(p[:n], want[off:]))
 		}
 	}
 }
@@ -166,7 +168,7 @@ func TestSealedAppendLayer(t *testing.T) {
 		}
 	}
 	rw.WriteAt(bytes.Repeat([]byte{0xEE}, 4096), vsize-4096) // last sectors mapped
-	want := readAll(t, rw, vsize)
+	want := testlayer.ReadAll(t, rw, vsize)
 	recs := rw.Index()
 	uuid := rw.UUID()
 	rw.Close()
@@ -349,9 +351,9 @@ func TestROVariants(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := readAll(t, s, vsize)
+			got := testlayer.ReadAll(t, s, vsize)
 			if !bytes.Equal(got[:18100*SectorSize], want[:18100*SectorSize]) {
-				t.Fatalf("stacked view differs at %d", firstDiff(got, want))
+				t.Fatalf("stacked view differs at %d", testlayer.FirstDiff(got, want))
 			}
 		})
 	}
@@ -457,7 +459,7 @@ func TestMaxLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := readAll(t, s, vsize)
+	got := testlayer.ReadAll(t, s, vsize)
 	for i := range 255 {
 		if got[i*SectorSize] != byte(i) || got[i*SectorSize+511] != byte(i) {
 			t.Fatalf("sector %d reads %d", i, got[i*SectorSize])

@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 func newRW(t testing.TB, vsize int64) (*RWFile, string, string) {
@@ -23,15 +25,6 @@ func newRW(t testing.TB, vsize int64) (*RWFile, string, string) {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f, d, x
-}
-
-func pattern(seed, n int) []byte {
-	b := make([]byte, n)
-	r := rand.New(rand.NewPCG(uint64(seed), 9))
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
 }
 
 func TestRWCreateHeaders(t *testing.T) {
@@ -72,11 +65,11 @@ func TestRWCreateHeaders(t *testing.T) {
 
 func TestRWWriteDiscardReopen(t *testing.T) {
 	f, d, x := newRW(t, 64<<20)
-	big := pattern(1, 9<<20) // split into 3 records at 4 MiB
+	big := testlayer.Random(1, 9<<20) // split into 3 records at 4 MiB
 	if _, err := f.WriteAt(big, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteAt(pattern(2, 4096), 0); err != nil {
+	if _, err := f.WriteAt(testlayer.Random(2, 4096), 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Discard(2<<20, 9<<20); err != nil { // split at 16383 sectors
@@ -89,12 +82,12 @@ func TestRWWriteDiscardReopen(t *testing.T) {
 	}
 	want := make([]byte, 64<<20)
 	copy(want[1<<20:], big)
-	copy(want, pattern(2, 4096))
+	copy(want, testlayer.Random(2, 4096))
 	clear(want[2<<20 : 11<<20])
 	check := func(r io.ReaderAt) {
 		t.Helper()
-		got := readAll(t, r, 64<<20)
-		if i := firstDiff(got, want); i != len(want) {
+		got := testlayer.ReadAll(t, r, 64<<20)
+		if i := testlayer.FirstDiff(got, want); i != len(want) {
 			t.Fatalf("first difference at %d", i)
 		}
 	}
@@ -121,21 +114,21 @@ func TestRWWriteDiscardReopen(t *testing.T) {
 	}
 	check(g)
 	// appends after reopen go after the old data
-	if _, err := g.WriteAt(pattern(3, 512), 512); err != nil {
+	if _, err := g.WriteAt(testlayer.Random(3, 512), 512); err != nil {
 		t.Fatal(err)
 	}
-	copy(want[512:], pattern(3, 512))
+	copy(want[512:], testlayer.Random(3, 512))
 	check(g)
 }
 
 func TestRWTornTail(t *testing.T) {
 	f, d, x := newRW(t, 1<<20)
-	f.WriteAt(pattern(1, 8192), 0)
-	f.WriteAt(pattern(2, 4096), 8192)
+	f.WriteAt(testlayer.Random(1, 8192), 0)
+	f.WriteAt(testlayer.Random(2, 4096), 8192)
 	f.Sync()
 	good := f.Index()
-	f.WriteAt(pattern(3, 4096), 65536) // its data will be "lost"
-	f.Discard(0, 512)                  // logged after it
+	f.WriteAt(testlayer.Random(3, 4096), 65536) // its data will be "lost"
+	f.Discard(0, 512)                           // logged after it
 	f.Close()
 	// Crash: the last write's data never reached the disk, and half a record.
 	os.Truncate(d, HeaderSize+8192+4096)
@@ -152,7 +145,7 @@ func TestRWTornTail(t *testing.T) {
 	if st, _ := os.Stat(x); st.Size() != HeaderSize+2*RecordSize {
 		t.Fatalf("index not cut: %d", st.Size())
 	}
-	g.WriteAt(pattern(4, 512), 65536)
+	g.WriteAt(testlayer.Random(4, 512), 65536)
 	g.Close()
 	h, err := OpenRW(d, x)
 	if err != nil {
@@ -161,7 +154,7 @@ func TestRWTornTail(t *testing.T) {
 	defer h.Close()
 	p := make([]byte, 1024)
 	h.ReadAt(p, 65536)
-	if !bytes.Equal(p[:512], pattern(4, 512)) || !bytes.Equal(p[512:], make([]byte, 512)) {
+	if !bytes.Equal(p[:512], testlayer.Random(4, 512)) || !bytes.Equal(p[512:], make([]byte, 512)) {
 		t.Fatal("stale records revived")
 	}
 
@@ -263,7 +256,7 @@ func TestModelStack(t *testing.T) {
 				}
 				clear(model[off : off+n])
 			} else {
-				p := pattern(l*1000+op, int(n))
+				p := testlayer.Random(uint64(l*1000+op), int(n))
 				if _, err := rw.WriteAt(p, off); err != nil {
 					t.Fatal(err)
 				}
@@ -302,8 +295,8 @@ func TestModelStack(t *testing.T) {
 	if s.Size() != vsize || upper.VirtualSize() != vsize {
 		t.Fatalf("size %d / upper %d", s.Size(), upper.VirtualSize())
 	}
-	if got := readAll(t, s, vsize); !bytes.Equal(got, model) {
-		t.Fatalf("stack differs at %d", firstDiff(got, model))
+	if got := testlayer.ReadAll(t, s, vsize); !bytes.Equal(got, model) {
+		t.Fatalf("stack differs at %d", testlayer.FirstDiff(got, model))
 	}
 	// Unaligned writes and discards through the stack.
 	for op := 0; op < 200; op++ {
@@ -315,15 +308,15 @@ func TestModelStack(t *testing.T) {
 			}
 			clear(model[off : off+n])
 		} else {
-			p := pattern(9000+op, int(n))
+			p := testlayer.Random(uint64(9000+op), int(n))
 			if w, err := s.WriteAt(p, off); err != nil || w != int(n) {
 				t.Fatal(w, err)
 			}
 			copy(model[off:], p)
 		}
 	}
-	if got := readAll(t, s, vsize); !bytes.Equal(got, model) {
-		t.Fatalf("stack after writes differs at %d", firstDiff(got, model))
+	if got := testlayer.ReadAll(t, s, vsize); !bytes.Equal(got, model) {
+		t.Fatalf("stack after writes differs at %d", testlayer.FirstDiff(got, model))
 	}
 	// Flatten the whole stack into one layer.
 	var flat bytes.Buffer
@@ -334,8 +327,8 @@ func TestModelStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := readAll(t, ff, vsize); !bytes.Equal(got, model) {
-		t.Fatalf("flattened differs at %d", firstDiff(got, model))
+	if got := testlayer.ReadAll(t, ff, vsize); !bytes.Equal(got, model) {
+		t.Fatalf("flattened differs at %d", testlayer.FirstDiff(got, model))
 	}
 	// Reopen the upper and stack again.
 	if err := s.Flush(); err != nil {
@@ -348,8 +341,8 @@ func TestModelStack(t *testing.T) {
 	}
 	s2, _ := NewStack(lowers, u2)
 	defer s2.Close()
-	if got := readAll(t, s2, vsize); !bytes.Equal(got, model) {
-		t.Fatalf("reopened stack differs at %d", firstDiff(got, model))
+	if got := testlayer.ReadAll(t, s2, vsize); !bytes.Equal(got, model) {
+		t.Fatalf("reopened stack differs at %d", testlayer.FirstDiff(got, model))
 	}
 	ro, _ := NewStack(lowers, nil)
 	if _, err := ro.WriteAt(make([]byte, 512), 0); err == nil || !ro.ReadOnly() {

@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 // allocUnit returns the host filesystem's allocation granularity for
@@ -188,7 +190,7 @@ func TestSparseFileTest2(t *testing.T) {
 	alloc := newBlocks(g, vsize)
 	want := NewMemIndex()
 	for i, w := range [][2]uint64{{5, 5}, {10, 10}, {20, 10}, {100, 10}, {130944, 128}, {7, 8}, {25, 80}} {
-		p := pattern(100+i, int(w[1]*SectorSize))
+		p := testlayer.Random(uint64(100+i), int(w[1]*SectorSize))
 		if n, err := f.WriteAt(p, int64(w[0]*SectorSize)); err != nil || n != len(p) {
 			t.Fatal(n, err)
 		}
@@ -199,8 +201,8 @@ func TestSparseFileTest2(t *testing.T) {
 	if !reflect.DeepEqual(f.Index(), want.Records()) {
 		t.Fatalf("session index %v\nwant %v", f.Index(), want.Records())
 	}
-	if got := readAll(t, f, vsize); !bytes.Equal(got, model) {
-		t.Fatalf("session read differs at %d", firstDiff(got, model))
+	if got := testlayer.ReadAll(t, f, vsize); !bytes.Equal(got, model) {
+		t.Fatalf("session read differs at %d", testlayer.FirstDiff(got, model))
 	}
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
@@ -225,8 +227,8 @@ func TestSparseFileTest2(t *testing.T) {
 		if !reflect.DeepEqual(h.Index(), ext) {
 			t.Fatalf("reopened index %v\nwant %v (allocation unit %d)", h.Index(), ext, g)
 		}
-		if got := readAll(t, h, vsize); !bytes.Equal(got, model) {
-			t.Fatalf("reopened read differs at %d", firstDiff(got, model))
+		if got := testlayer.ReadAll(t, h, vsize); !bytes.Equal(got, model) {
+			t.Fatalf("reopened read differs at %d", testlayer.FirstDiff(got, model))
 		}
 		if !h.Sparse() || h.VirtualSize() != vsize || h.UUID() != f.UUID() {
 			t.Fatal("reopened layer lost its header")
@@ -241,19 +243,19 @@ func TestSparseFileTest2(t *testing.T) {
 func TestSparseWriteDiscardReopen(t *testing.T) {
 	const vsize = 32 << 20
 	f, d, x := newSparse(t, vsize)
-	big := pattern(1, 9<<20) // 3 records, split at MaxIOSize like append-only
+	big := testlayer.Random(1, 9<<20) // 3 records, split at MaxIOSize like append-only
 	if _, err := f.WriteAt(big, 1<<20); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(f.Index()); n != 3 {
 		t.Fatalf("%d records for a 9 MiB write, want 3", n)
 	}
-	if _, err := f.WriteAt(pattern(2, 4096), 12<<20); err != nil {
+	if _, err := f.WriteAt(testlayer.Random(2, 4096), 12<<20); err != nil {
 		t.Fatal(err)
 	}
 	want := make([]byte, vsize)
 	copy(want[1<<20:], big)
-	copy(want[12<<20:], pattern(2, 4096))
+	copy(want[12<<20:], testlayer.Random(2, 4096))
 	if err := f.Discard(2<<20, 9<<20); err != nil { // zeroed, split at MaxLength
 		t.Fatal(err)
 	}
@@ -281,8 +283,8 @@ func TestSparseWriteDiscardReopen(t *testing.T) {
 	if err := f.Discard(vsize-512, 1024); !errors.Is(err, ErrOutOfRange) {
 		t.Fatalf("discard past the end: %v", err)
 	}
-	if got := readAll(t, f, vsize); !bytes.Equal(got, want) {
-		t.Fatalf("session read differs at %d", firstDiff(got, want))
+	if got := testlayer.ReadAll(t, f, vsize); !bytes.Equal(got, want) {
+		t.Fatalf("session read differs at %d", testlayer.FirstDiff(got, want))
 	}
 	// The discarded range is a hole in the data file.
 	df, _ := os.Open(d)
@@ -308,20 +310,20 @@ func TestSparseWriteDiscardReopen(t *testing.T) {
 	if !reflect.DeepEqual(g.Index(), wantIdx) {
 		t.Fatalf("reopened index %v\nwant %v", g.Index(), wantIdx)
 	}
-	if got := readAll(t, g, vsize); !bytes.Equal(got, want) {
-		t.Fatalf("reopened read differs at %d", firstDiff(got, want))
+	if got := testlayer.ReadAll(t, g, vsize); !bytes.Equal(got, want) {
+		t.Fatalf("reopened read differs at %d", testlayer.FirstDiff(got, want))
 	}
 	// Writes after the reopen land in place.
-	if _, err := g.WriteAt(pattern(3, 4096), 4096); err != nil {
+	if _, err := g.WriteAt(testlayer.Random(3, 4096), 4096); err != nil {
 		t.Fatal(err)
 	}
-	copy(want[4096:], pattern(3, 4096))
-	if got := readAll(t, g, vsize); !bytes.Equal(got, want) {
-		t.Fatalf("read differs at %d", firstDiff(got, want))
+	copy(want[4096:], testlayer.Random(3, 4096))
+	if got := testlayer.ReadAll(t, g, vsize); !bytes.Equal(got, want) {
+		t.Fatalf("read differs at %d", testlayer.FirstDiff(got, want))
 	}
 	db := make([]byte, 4096)
 	g.data.ReadAt(db, HeaderSize+4096)
-	if !bytes.Equal(db, pattern(3, 4096)) {
+	if !bytes.Equal(db, testlayer.Random(3, 4096)) {
 		t.Fatal("sector s is not at byte 4096+s*512")
 	}
 }
@@ -384,7 +386,7 @@ func TestSparseOdd(t *testing.T) {
 					}
 				}
 			}
-			if _, err := f.WriteAt(pattern(1, 4096), 1<<20-4096); err != nil {
+			if _, err := f.WriteAt(testlayer.Random(1, 4096), 1<<20-4096); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -402,7 +404,7 @@ func TestSparseInheritSize(t *testing.T) {
 	if st, _ := os.Stat(d); st.Size() != HeaderSize+8<<20 {
 		t.Fatalf("data file %d bytes", st.Size())
 	}
-	if _, err := f.WriteAt(pattern(1, 4096), 8<<20-4096); err != nil {
+	if _, err := f.WriteAt(testlayer.Random(1, 4096), 8<<20-4096); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.SetVirtualSize(4 << 20); err == nil {
@@ -419,7 +421,7 @@ func TestSparseInheritSize(t *testing.T) {
 	}
 	p := make([]byte, 4096)
 	g.ReadAt(p, 8<<20-4096)
-	if !bytes.Equal(p, pattern(1, 4096)) {
+	if !bytes.Equal(p, testlayer.Random(1, 4096)) {
 		t.Fatal("data lost")
 	}
 }
@@ -435,7 +437,7 @@ func TestSparseStackFixtures(t *testing.T) {
 		t.Fatal(err)
 	}
 	vsize := lowerStack.Size()
-	lower := readAll(t, lowerStack, vsize)
+	lower := testlayer.ReadAll(t, lowerStack, vsize)
 	if sum(lower) != sumL12 {
 		t.Fatal("lower view differs from the fixture's")
 	}
@@ -487,7 +489,7 @@ func TestSparseStackFixtures(t *testing.T) {
 			clear(upData[a:b])
 			alloc.punch(a, b-a)
 		default:
-			p := pattern(5000+op, int(n))
+			p := testlayer.Random(uint64(5000+op), int(n))
 			if w, err := s.WriteAt(p, off); err != nil || w != int(n) {
 				t.Fatal(w, err)
 			}
@@ -498,8 +500,8 @@ func TestSparseStackFixtures(t *testing.T) {
 			alloc.write(a, b-a)
 		}
 	}
-	if got := readAll(t, s, vsize); !bytes.Equal(got, view) {
-		t.Fatalf("session view differs at %d", firstDiff(got, view))
+	if got := testlayer.ReadAll(t, s, vsize); !bytes.Equal(got, view) {
+		t.Fatalf("session view differs at %d", testlayer.FirstDiff(got, view))
 	}
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
@@ -525,8 +527,8 @@ func TestSparseStackFixtures(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u2.Close() // the lowers belong to openFixture's cleanup
-	if got := readAll(t, s2, vsize); !bytes.Equal(got, reopened) {
-		t.Fatalf("reopened view differs at %d", firstDiff(got, reopened))
+	if got := testlayer.ReadAll(t, s2, vsize); !bytes.Equal(got, reopened) {
+		t.Fatalf("reopened view differs at %d", testlayer.FirstDiff(got, reopened))
 	}
 	// The quirks really show: some sector differs from the session view.
 	if bytes.Equal(reopened, view) {
@@ -568,7 +570,7 @@ func TestSparseCommitEquivalence(t *testing.T) {
 				}
 				var p []byte // nil: discard
 				if !tc.discard || rng.IntN(5) != 0 {
-					p = pattern(op, int(n))
+					p = testlayer.Random(uint64(op), int(n))
 				}
 				for _, f := range []*RWFile{sp, ap} {
 					var err error
@@ -595,8 +597,8 @@ func TestSparseCommitEquivalence(t *testing.T) {
 				}
 				defer ap.Close()
 			}
-			if got, want := readAll(t, sp, tc.vsize), readAll(t, ap, tc.vsize); !bytes.Equal(got, want) {
-				t.Fatalf("contents differ at %d", firstDiff(got, want))
+			if got, want := testlayer.ReadAll(t, sp, tc.vsize), testlayer.ReadAll(t, ap, tc.vsize); !bytes.Equal(got, want) {
+				t.Fatalf("contents differ at %d", testlayer.FirstDiff(got, want))
 			}
 			var cs, ca bytes.Buffer
 			args := CommitArgs{UUID: uuid, Message: "equivalence"}
@@ -607,7 +609,7 @@ func TestSparseCommitEquivalence(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(cs.Bytes(), ca.Bytes()) {
-				t.Fatalf("commits differ at %d (%d and %d bytes)", firstDiff(cs.Bytes(), ca.Bytes()), cs.Len(), ca.Len())
+				t.Fatalf("commits differ at %d (%d and %d bytes)", testlayer.FirstDiff(cs.Bytes(), ca.Bytes()), cs.Len(), ca.Len())
 			}
 			cf, err := NewFile(bytes.NewReader(cs.Bytes()), int64(cs.Len()), "commit")
 			if err != nil {
@@ -616,8 +618,8 @@ func TestSparseCommitEquivalence(t *testing.T) {
 			if tr := cf.Header(); tr.IsSparse() || cf.VirtualSize() != tc.vsize {
 				t.Fatalf("committed trailer flags %#x, vsize %d", tr.Flags, cf.VirtualSize())
 			}
-			if got, want := readAll(t, cf, tc.vsize), readAll(t, sp, tc.vsize); !bytes.Equal(got, want) {
-				t.Fatalf("committed layer differs at %d", firstDiff(got, want))
+			if got, want := testlayer.ReadAll(t, cf, tc.vsize), testlayer.ReadAll(t, sp, tc.vsize); !bytes.Equal(got, want) {
+				t.Fatalf("committed layer differs at %d", testlayer.FirstDiff(got, want))
 			}
 		})
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"runtime"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/ublk/internal/uapi"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 // These tests need a kernel with ublk and root; on the host they skip. They
@@ -32,18 +33,6 @@ func needUblk(t *testing.T) {
 	if _, err := os.Stat(ControlPath); err != nil {
 		t.Skipf("needs ublk: %s missing (run make test-vm for the real-kernel tests)", ControlPath)
 	}
-}
-
-func pattern(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed))
-	b := make([]byte, n)
-	for i := 0; i < n; i += 8 {
-		v := r.Uint64()
-		for j := 0; j < 8 && i+j < n; j++ {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	return b
 }
 
 // alignedBuf is page-aligned memory for O_DIRECT.
@@ -108,7 +97,7 @@ func TestReadWrite(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			content := pattern(uint64(i+1), size)
+			content := testlayer.Random(uint64(i+1), size)
 			mem := disk.NewMem(content, false)
 			dev := start(t, mem, tt.opts)
 			if tt.opts.NoUserCopy && dev.UserCopy() {
@@ -135,7 +124,7 @@ func TestReadWrite(t *testing.T) {
 			// O_DIRECT writes, 512-aligned and unaligned to 4K, then read back.
 			writes := []struct{ off, n int64 }{{0, 512}, {4096 * 3, 65536}, {1<<20 + 512, 4096 + 512}, {size - 4096, 4096}}
 			for j, w := range writes {
-				p := pattern(uint64(100+j), int(w.n))
+				p := testlayer.Random(uint64(100+j), int(w.n))
 				copy(buf, p)
 				if _, err := f.WriteAt(buf[:w.n], w.off); err != nil {
 					t.Fatalf("write %d+%d: %v", w.off, w.n, err)
@@ -177,7 +166,7 @@ func TestReadWrite(t *testing.T) {
 
 func TestReadOnly(t *testing.T) {
 	needUblk(t)
-	content := pattern(7, 1<<20+1000) // not a whole number of sectors
+	content := testlayer.Random(7, 1<<20+1000) // not a whole number of sectors
 	dev := start(t, disk.NewMem(content, true), Options{Queues: 1, Depth: 4})
 	ro, err := os.ReadFile(fmt.Sprintf("/sys/block/ublkb%d/ro", dev.ID()))
 	if err != nil {
@@ -288,7 +277,7 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	needUblk(t)
 	before := runtime.NumGoroutine()
-	dev, err := Start(disk.NewMem(pattern(3, 1<<20), false), Options{Queues: 2, Depth: 16})
+	dev, err := Start(disk.NewMem(testlayer.Random(3, 1<<20), false), Options{Queues: 2, Depth: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +308,7 @@ func TestOptionsRejected(t *testing.T) {
 // kills it, queues a read while the device has no server, and takes over.
 const helperEnv = "OBDFS_UBLK_HELPER"
 
-func recoverContent() []byte { return pattern(42, 4<<20) }
+func recoverContent() []byte { return testlayer.Random(42, 4<<20) }
 
 func TestHelperServe(t *testing.T) {
 	if os.Getenv(helperEnv) == "" {

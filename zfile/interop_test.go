@@ -8,6 +8,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 // zparts splits a verify=1 ZFile made by our Writer into header, stored
@@ -74,7 +76,7 @@ func checkContent(t *testing.T, z []byte, want []byte) *Reader {
 		t.Fatalf("ReadAt = %d, %v", n, err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("content differs at %d", firstDiff(got, want))
+		t.Fatalf("content differs at %d", testlayer.FirstDiff(got, want))
 	}
 	checkRandomReads(t, r, want, 200)
 	if err := r.Verify(); err != nil {

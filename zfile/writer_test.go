@@ -3,6 +3,8 @@ package zfile
 import (
 	"bytes"
 	"testing"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 // TestWriterMatchesOverlaybd: compressing a/base.lsmt with LZ4 and 4 KiB
@@ -29,22 +31,13 @@ func TestWriterMatchesOverlaybd(t *testing.T) {
 			t.Errorf("conc %d: initial header differs from overlaybd-zfile's", conc)
 		}
 		if !bytes.Equal(got, tool) {
-			t.Errorf("conc %d: output (%d bytes) differs from overlaybd-zfile's (%d bytes) at byte %d", conc, len(got), len(tool), firstDiff(got, tool))
+			t.Errorf("conc %d: output (%d bytes) differs from overlaybd-zfile's (%d bytes) at byte %d", conc, len(got), len(tool), testlayer.FirstDiff(got, tool))
 		}
 		if fh := zw.FinalHeader(); !bytes.Equal(fh, commit[:512]) {
-			t.Errorf("conc %d: FinalHeader differs from overlaybd-commit's header at byte %d", conc, firstDiff(fh, commit[:512]))
+			t.Errorf("conc %d: FinalHeader differs from overlaybd-commit's header at byte %d", conc, testlayer.FirstDiff(fh, commit[:512]))
 		}
 		if zw.Size() != int64(len(got)) {
 			t.Errorf("Size %d, wrote %d", zw.Size(), len(got))
 		}
 	}
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }

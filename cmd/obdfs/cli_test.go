@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/obdfs/obdfs/internal/fixture"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 // The CLI tests run the real binary, built once for the package.
@@ -75,29 +77,12 @@ const (
 	sumStack = "b2315973658f86ec78a1431df439b451b12dd0bad74a39dfd3de10087d63b4e7"
 )
 
-func copyRW(t *testing.T, fx, dir string) (string, string) {
-	t.Helper()
-	var out []string
-	for _, n := range []string{"l3.data", "l3.index"} {
-		b, err := os.ReadFile(filepath.Join(fx, "e", n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(dir, n)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, p)
-	}
-	return out[0], out[1]
-}
-
 // Committing the fixture's writable layer reproduces overlaybd-commit's
 // output byte for byte.
 func TestCommitReproducesOverlaybd(t *testing.T) {
 	fx := needFixtures(t)
 	dir := t.TempDir()
-	data, index := copyRW(t, fx, dir)
+	data, index := testlayer.CopyRW(t, dir)
 	out := filepath.Join(dir, "l3.lsmt")
 	run(t, "commit", "--uuid", "0bd00003-0000-4000-8000-000000000003",
 		"-p", "0bd00002-0000-4000-8000-000000000002", data, index, out)
@@ -113,7 +98,7 @@ func TestCommitReproducesOverlaybd(t *testing.T) {
 func TestCommitContainers(t *testing.T) {
 	fx := needFixtures(t)
 	dir := t.TempDir()
-	data, index := copyRW(t, fx, dir)
+	data, index := testlayer.CopyRW(t, dir)
 	tests := []struct {
 		name  string
 		flags []string

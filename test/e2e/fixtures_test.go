@@ -10,10 +10,11 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/obdfs/obdfs/server"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 // TestFixtures serves the upstream-made fixtures and checks them through
@@ -129,7 +130,7 @@ func TestBadInput(t *testing.T) {
 			b[i] ^= 0x5a
 		}
 		os.WriteFile(bad, b, 0o644)
-		want := expected(t, "expected-base.raw.zst")
+		want := testlayer.ExpectedDisk(t, "expected-base.raw.zst")
 		mp := mount(t, "bad="+bad)
 		fd, err := unix.Open(filepath.Join(mp, "bad"), unix.O_RDONLY|unix.O_DIRECT, 0)
 		if err != nil {
@@ -159,21 +160,6 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("daemon log does not name the layer:\n%s", log)
 		}
 	})
-}
-
-func expected(t *testing.T, name string) []byte {
-	t.Helper()
-	zf, err := os.ReadFile(filepath.Join(fixtures, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, _ := zstd.NewReader(nil)
-	defer d.Close()
-	b, err := d.DecodeAll(zf, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func aligned(n int) []byte {

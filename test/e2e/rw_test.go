@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 const (
@@ -23,18 +24,6 @@ const (
 	uuid1 = "0bd0e2e0-0000-4000-8000-000000000001"
 	uuid2 = "0bd0e2e0-0000-4000-8000-000000000002"
 )
-
-func randData(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, 99))
-	b := make([]byte, n)
-	for i := 0; i+8 <= n; i += 8 {
-		v := r.Uint64()
-		for j := range 8 {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	return b
-}
 
 // tree maps every regular file under dir to its sha256.
 func tree(t *testing.T, dir string) map[string]string {
@@ -89,7 +78,7 @@ func TestExt4Layers(t *testing.T) {
 	// through the FUSE file with dd, then committed compressed.
 	src := p("src")
 	os.MkdirAll(filepath.Join(src, "sub/dir"), 0o755)
-	os.WriteFile(filepath.Join(src, "big.bin"), randData(1, 3<<20+777), 0o644)
+	os.WriteFile(filepath.Join(src, "big.bin"), testlayer.Random(1, 3<<20+777), 0o644)
 	os.WriteFile(filepath.Join(src, "hello.txt"), []byte("hello from layer 1\n"), 0o644)
 	os.WriteFile(filepath.Join(src, "sub/dir/x.txt"), bytes.Repeat([]byte("x"), 10000), 0o644)
 	want := tree(t, src)
@@ -117,7 +106,7 @@ func TestExt4Layers(t *testing.T) {
 	dev := loopAttach(t, "--rw", "--direct-io=on", filepath.Join(mp, "w"))
 	e := mountExt4(t, dev, false)
 	sameTree(t, "layer 1 through loop+ext4", tree(t, e), want)
-	newData := randData(2, 1<<20+3)
+	newData := testlayer.Random(2, 1<<20+3)
 	os.WriteFile(filepath.Join(e, "new.bin"), newData, 0o644)
 	os.WriteFile(filepath.Join(e, "hello.txt"), []byte("changed in layer 2\n"), 0o644)
 	os.Remove(filepath.Join(e, "sub/dir/x.txt"))
@@ -168,7 +157,7 @@ func TestKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	synced := randData(3, 4<<20)
+	synced := testlayer.Random(3, 4<<20)
 	if _, err := f.WriteAt(synced, 1<<20); err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +171,7 @@ func TestKill9(t *testing.T) {
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	f.WriteAt(randData(4, 1<<20), 32<<20) // not synced: may or may not survive
+	f.WriteAt(testlayer.Random(4, 1<<20), 32<<20) // not synced: may or may not survive
 	f.Close()
 	dev := loopAttach(t, "--ro", file)
 
@@ -301,7 +290,7 @@ func TestSIGTERM(t *testing.T) {
 	mustObdfs(t, "create", "--size", "67108864", p("l.data"), p("l.index"))
 	cfg := rwConfig(t, p("l.json"), p("l.data"), p("l.index"))
 	mp := mount(t, "w="+cfg)
-	data := randData(5, 2<<20)
+	data := testlayer.Random(5, 2<<20)
 	f, err := os.OpenFile(filepath.Join(mp, "w"), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
