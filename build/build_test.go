@@ -12,8 +12,8 @@ import (
 
 	"github.com/obdfs/obdfs/image"
 	"github.com/obdfs/obdfs/internal/leakcheck"
-	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/internal/treetest"
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/zfile"
 )
 

@@ -16,6 +16,7 @@ pkgs=(
   docker-registry  # real registry on loopback
   apache2-utils    # htpasswd for the registry basic-auth test
   fio jq           # benchmarks (jq reads obdfs stats --json)
+  umoci            # the peer the image-conversion tests compare unpacked trees with
 )
 missing=()
 for p in "${pkgs[@]}"; do
