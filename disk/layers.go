@@ -13,6 +13,22 @@ type LayerInfo struct {
 	BackingBytes int64 // bytes read from the backing file or blob
 	CacheHits    int64 // decoded-block cache hits (compressed layers)
 	CacheMisses  int64 // decoded-block cache misses (blocks decoded)
+
+	Fetch *FetchInfo `json:",omitempty"` // a layer read lazily from a registry, else nil
+}
+
+// FetchInfo are the counters of a layer fetched lazily from a registry.
+type FetchInfo struct {
+	Size            int64  // blob bytes
+	Cached          int64  // of them, in the persistent cache
+	Verified        bool   // the cached blob is complete and matched its digest
+	Fetches         int64  // range GETs
+	FetchedBytes    int64  // bytes received
+	AheadFetches    int64  // of the GETs, readahead and trace replay
+	AheadBytes      int64  // of the bytes, fetched ahead of readers
+	AheadHits       int64  // chunks fetched ahead that a reader then used
+	BackgroundBytes int64  // of the bytes, fetched by the background download
+	Background      string // background download state ("" when off)
 }
 
 // Layered is implemented by disks made of layers (an LSMT stack).

@@ -10,13 +10,23 @@ import (
 )
 
 // Config is an overlaybd image config (config.v1.json), docs/image-config.md §1. Keys
-// obdfs does not act on (resultFile, download, accelerationLayer, ...) are
+// obdfs does not act on (resultFile, accelerationLayer, ...) are
 // accepted and ignored, as overlaybd's parser does.
 type Config struct {
-	RepoBlobURL string        `json:"repoBlobUrl,omitempty"`
-	Lowers      []LowerConfig `json:"lowers,omitempty"`
-	Upper       UpperConfig   `json:"upper,omitzero"`
-	ResultFile  string        `json:"resultFile,omitempty"`
+	RepoBlobURL string          `json:"repoBlobUrl,omitempty"`
+	Lowers      []LowerConfig   `json:"lowers,omitempty"`
+	Upper       UpperConfig     `json:"upper,omitzero"`
+	ResultFile  string          `json:"resultFile,omitempty"`
+	Download    *DownloadConfig `json:"download,omitempty"`
+}
+
+// DownloadConfig is overlaybd's `download` block: the background download
+// of the registry layers of the image (remote.BackgroundOptions). It
+// overrides the command line's background flags for this image.
+type DownloadConfig struct {
+	Enable  bool  `json:"enable"`
+	Delay   int64 `json:"delay,omitempty"`   // seconds after the open
+	MaxMBps int64 `json:"maxMBps,omitempty"` // MiB/s for the process, 0: no bound
 }
 
 // LowerConfig is one read-only layer, bottom first in Config.Lowers.
@@ -66,6 +76,9 @@ func ParseConfig(data []byte, name string) (*Config, error) {
 		case l.Size < 0:
 			return nil, fmt.Errorf("image config %s: lowers[%d]: negative size", name, i)
 		}
+	}
+	if d := c.Download; d != nil && (d.Delay < 0 || d.MaxMBps < 0 || d.Delay > 1<<31 || d.MaxMBps > 1<<30) {
+		return nil, fmt.Errorf("image config %s: download: delay %d or maxMBps %d out of range", name, d.Delay, d.MaxMBps)
 	}
 	if (c.Upper.Index == "") != (c.Upper.Data == "") {
 		return nil, fmt.Errorf("image config %s: upper needs both index and data (or neither)", name)

@@ -10,6 +10,7 @@ import (
 	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
+	"github.com/obdfs/obdfs/remote"
 	"github.com/obdfs/obdfs/zfile"
 )
 
@@ -26,6 +27,7 @@ type Layer struct {
 	cache   *blockcache.Cache
 	cacheID uint64
 	closer  io.Closer
+	blob    *remote.Blob // a registry layer's blob, else nil
 }
 
 // OpenLayerFile opens a local layer file: tar-wrapped or bare, ZFile or raw
@@ -80,6 +82,15 @@ func (l *Layer) Info() disk.LayerInfo {
 	if l.cache != nil {
 		if st := l.cache.Stats(l.cacheID); st != nil {
 			li.CacheHits, li.CacheMisses = st.Hits.Load(), st.Misses.Load()
+		}
+	}
+	if l.blob != nil {
+		st := l.blob.Stats()
+		li.Fetch = &disk.FetchInfo{
+			Size: l.blob.Size(), Cached: st.Cached, Verified: st.Verified,
+			Fetches: st.Fetches, FetchedBytes: st.FetchedBytes,
+			AheadFetches: st.AheadFetches, AheadBytes: st.AheadBytes, AheadHits: st.AheadHits,
+			BackgroundBytes: st.BackgroundBytes, Background: st.Background,
 		}
 	}
 	return li

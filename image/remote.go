@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/obdfs/obdfs/remote"
 )
@@ -45,7 +46,11 @@ func openRemoteLower(c *Config, lc LowerConfig, o Options) (*Layer, error) {
 	if c.RepoBlobURL == "" {
 		return nil, fmt.Errorf("layer %s: remote layer but the config has no repoBlobUrl", lc.Digest)
 	}
-	b, err := remote.OpenBlob(o.context(), c.RepoBlobURL, lc.Digest, lc.Size, o.Remote)
+	ro := o.Remote
+	if d := c.Download; d != nil {
+		ro.Background = remote.BackgroundOptions{Enable: d.Enable, Delay: time.Duration(d.Delay) * time.Second, MaxBytesPerSec: d.MaxMBps << 20}
+	}
+	b, err := remote.OpenBlob(o.context(), c.RepoBlobURL, lc.Digest, lc.Size, ro)
 	if err != nil {
 		return nil, err
 	}
@@ -58,11 +63,14 @@ func openRemoteLower(c *Config, lc LowerConfig, o Options) (*Layer, error) {
 }
 
 func openBlobLayer(b *remote.Blob, o Options) (*Layer, error) {
+	// The layer's headers are at the blob's start, its indexes at its end:
+	// fetch both in one round trip before the reads that need them.
+	b.FetchEnds()
 	l, err := OpenLayer(b, b.Size(), b.Name(), b.Digest(), o)
 	if err != nil {
 		return nil, err
 	}
-	l.closer = b
+	l.closer, l.blob = b, b
 	return l, nil
 }
 

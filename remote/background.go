@@ -119,21 +119,25 @@ func (b *Blob) download(o BackgroundOptions) error {
 	}
 	per := maxRun / b.chunk
 	mism := b.cf.mismatches.Load()
-	for i := int64(0); i < b.cf.n; i += per {
-		j := min(i+per-1, b.cf.n-1)
-		if b.cf.firstMissing(i, j) < 0 {
-			continue
-		}
-		if err := b.roomFor(); err != nil {
-			return err
-		}
-		if pace != nil {
-			if err := pace.wait(b.ctx, (j-i+1)*b.chunk); err != nil {
+	// A chunk invalidated by a reader (a ZFile CRC failure) while we
+	// passed it is fetched again by another round.
+	for round := 0; round < 3 && b.cf.firstMissing(0, b.cf.n-1) >= 0; round++ {
+		for i := int64(0); i < b.cf.n; i += per {
+			j := min(i+per-1, b.cf.n-1)
+			if b.cf.firstMissing(i, j) < 0 {
+				continue
+			}
+			if err := b.roomFor(); err != nil {
 				return err
 			}
-		}
-		if err := b.prefetch(b.ctx, i, j, prioBackground); err != nil {
-			return err
+			if pace != nil {
+				if err := pace.wait(b.ctx, (j-i+1)*b.chunk); err != nil {
+					return err
+				}
+			}
+			if err := b.prefetch(b.ctx, i, j, prioBackground, true); err != nil {
+				return err
+			}
 		}
 	}
 	// The fetch that completed the blob started its check; verify waits

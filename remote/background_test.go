@@ -76,6 +76,17 @@ func TestBackgroundDownload(t *testing.T) {
 		}
 	})
 
+	t.Run("completed by readers meanwhile", func(t *testing.T) {
+		b := open(t, base(t))
+		defer b.Close()
+		if sum := blobSum(t, b); sum != dig { // races the download for every chunk
+			t.Fatalf("content %s", sum)
+		}
+		if st := waitBackground(t, b); st.Background != bgDone || !st.Verified || st.FetchedBytes != size {
+			t.Fatalf("after the download: %+v", st)
+		}
+	})
+
 	t.Run("delay", func(t *testing.T) {
 		o := base(t)
 		o.Background.Delay = time.Hour

@@ -354,11 +354,12 @@ func (b *Blob) ensure(first, last int64) error {
 }
 
 // prefetch fetches the missing chunks of [first, last] at priority p, in
-// GETs of up to maxRun, one at a time, and waits for them. Each GET's slot is
+// GETs of up to maxRun, one at a time, and waits for them (and, with wait,
+// for chunks of the range that others were fetching). Each GET's slot is
 // taken before its chunks are claimed, so a reader never waits for a chunk
 // whose GET is still queued. It returns the first error (ctx's if
 // cancelled).
-func (b *Blob) prefetch(ctx context.Context, first, last int64, p prio) error {
+func (b *Blob) prefetch(ctx context.Context, first, last int64, p prio, wait bool) error {
 	per := maxRun / b.chunk
 	for i := first; i <= last; i += per {
 		j := min(i+per-1, last)
@@ -368,7 +369,7 @@ func (b *Blob) prefetch(ctx context.Context, first, last int64, p prio) error {
 		if err := b.cl.acquire(ctx, p); err != nil {
 			return err
 		}
-		runs, _ := b.claim(i, j, per)
+		runs, waits := b.claim(i, j, per)
 		var err error
 		for _, r := range runs {
 			if e := b.fetchRun(r, p, true); e != nil && err == nil {
@@ -376,6 +377,18 @@ func (b *Blob) prefetch(ctx context.Context, first, last int64, p prio) error {
 			}
 		}
 		b.cl.release(p)
+		if wait {
+			for _, f := range waits {
+				select {
+				case <-f.done:
+					if f.err != nil && err == nil {
+						err = f.err
+					}
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
 		if err != nil {
 			return err
 		}

@@ -94,7 +94,7 @@ func (b *Blob) readahead(from, to int64) {
 		}
 		b.wg.Go(func() {
 			defer b.aheadPending.Add(-1)
-			_ = b.prefetch(b.ctx, i, j, prioAhead) // a reader that needs it retries as a foreground miss
+			_ = b.prefetch(b.ctx, i, j, prioAhead, false) // a reader that needs it retries as a foreground miss
 		})
 	}
 }
@@ -122,4 +122,29 @@ func (b *Blob) countAheadHits(first, last int64) {
 	if hits > 0 {
 		b.stats.aheadHits.Add(hits)
 	}
+}
+
+// endsTail is how much of a blob's end FetchEnds fetches: a layer's indexes
+// (ZFile jump table, LSMT index) sit there; 1 MiB holds the ZFile index of
+// about 1 GiB of 4 KiB blocks.
+const endsTail = 1 << 20
+
+// FetchEnds fetches the first chunk and the last endsTail bytes of the
+// blob at once, in parallel, so that opening a layer (tar header, ZFile
+// header and trailer, indexes) costs about one round trip instead of one
+// per structure read in turn. Errors are left to the reads that follow.
+func (b *Blob) FetchEnds() {
+	if b.cf == nil || b.cf.n == 0 {
+		return
+	}
+	last := b.cf.n - 1
+	tail := max(last-endsTail/b.chunk+1, 0)
+	if tail <= 1 {
+		_ = b.ensure(0, last)
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = b.ensure(tail, last) })
+	_ = b.ensure(0, 0)
+	wg.Wait()
 }

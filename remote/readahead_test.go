@@ -127,7 +127,7 @@ func TestReadPriority(t *testing.T) {
 		doneAhead.Add(1)
 		wg.Go(func() {
 			defer doneAhead.Done()
-			if err := b.prefetch(context.Background(), int64(4*k), int64(4*k+3), prioAhead); err != nil {
+			if err := b.prefetch(context.Background(), int64(4*k), int64(4*k+3), prioAhead, false); err != nil {
 				t.Error(err)
 			}
 			mu.Lock()

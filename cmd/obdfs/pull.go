@@ -37,6 +37,7 @@ type remoteFlags struct {
 // overlaybd itself does not make at runtime).
 type stackFlags struct {
 	remoteFlags
+	lazyFlags
 	NoOrderCheck bool `name:"no-order-check" help:"Open layers even when a layer's parent uuid is not the uuid of the layer below (both set)."`
 }
 
@@ -45,6 +46,9 @@ type stackFlags struct {
 func (f stackFlags) imageOptions(cache *blockcache.Cache) (image.Options, error) {
 	ro, err := f.remoteFlags.options()
 	if err != nil {
+		return image.Options{}, err
+	}
+	if err := f.lazyFlags.apply(&ro); err != nil {
 		return image.Options{}, err
 	}
 	return image.Options{Cache: cache, Remote: ro, NoOrderCheck: f.NoOrderCheck}, nil

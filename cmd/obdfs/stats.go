@@ -54,8 +54,37 @@ func (c *statsCmd) Run() error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := printFetchStats(resp.Stacks); err != nil {
+		return err
+	}
 	if resp.Cache != nil {
 		fmt.Printf("block cache: %d of %d bytes\n", resp.Cache.Bytes, resp.Cache.MaxBytes)
 	}
 	return nil
+}
+
+// printFetchStats prints the registry counters of the lazily read layers,
+// if any: what was fetched, how, and the background download's progress.
+func printFetchStats(stacks []server.StackInfo) error {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	header := false
+	for _, s := range stacks {
+		for _, l := range s.Layers {
+			f := l.Fetch
+			if f == nil {
+				continue
+			}
+			if !header {
+				fmt.Fprintln(tw, "\nREGISTRY LAYER\tSIZE\tCACHED\tFETCHED\tGETS\tAHEAD GETS\tAHEAD BYTES\tAHEAD HITS\tBACKGROUND BYTES\tBACKGROUND\tVERIFIED\t")
+				header = true
+			}
+			bg := f.Background
+			if bg == "" {
+				bg = "off"
+			}
+			fmt.Fprintf(tw, "%s/%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%v\t\n", s.Name, l.Name, f.Size, f.Cached, f.FetchedBytes,
+				f.Fetches, f.AheadFetches, f.AheadBytes, f.AheadHits, f.BackgroundBytes, bg, f.Verified)
+		}
+	}
+	return tw.Flush()
 }

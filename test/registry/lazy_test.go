@@ -1,11 +1,17 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +21,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/obdfs/obdfs/internal/fixture"
 	"github.com/obdfs/obdfs/remote"
+	"github.com/obdfs/obdfs/server"
 	"github.com/obdfs/obdfs/test/netshape"
 )
 
@@ -97,5 +105,79 @@ func TestReadaheadThroughProxy(t *testing.T) {
 				t.Errorf("fetched %d bytes of %d", st.FetchedBytes, size)
 			}
 		})
+	}
+}
+
+// TestMountBackgroundCLI: obdfs mount of a docker:// image through the
+// shaping proxy with --background: the served disk equals the local stack,
+// and `obdfs stats --json` shows every layer downloaded, verified and
+// counted (GETs, bytes).
+func TestMountBackgroundCLI(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: FUSE mount")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse")
+	}
+	fixture.Oracle(t, "d/l1.lsmt")
+	srv := Start(t, false)
+	p := shaped(t, srv, netshape.Config{Rate: 100e6, Shared: true}.WithRTT(20*time.Millisecond))
+	layers := []string{oracle + "/d/l1.lsmt", oracle + "/d/l2.lsmt", oracle + "/d/l3.lsmt"}
+	mustObdfs(t, nil, "push", "-z", "--insecure", "--layer", layers[0], "--layer", layers[1], "--layer", layers[2], srv.Ref("lazy/stack:v1"))
+	want := sha256.New()
+	cat := exec.Command(obdfsBin, "cat", strings.Join(layers, ","))
+	cat.Stdout = want
+	if err := cat.Run(); err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	ref := "docker://" + p.Addr() + "/lazy/stack:v1"
+	mustObdfs(t, nil, "mount", "--insecure", "--cache-dir", t.TempDir(), "--background", "--background-rate", "64MiB", mnt, "img="+ref)
+	defer obdfs(t, nil, "umount", mnt)
+	got := sha256.New()
+	f, err := os.Open(filepath.Join(mnt, "img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(got, f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatal("the lazily served disk differs from the local stack")
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var st struct {
+			Stacks []server.StackInfo `json:"stacks"`
+		}
+		out := mustObdfs(t, nil, "stats", "--json", mnt)
+		if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Stacks) != 1 || len(st.Stacks[0].Layers) != 3 {
+			t.Fatalf("stats: %v\n%s", err, out)
+		}
+		done := 0
+		for _, l := range st.Stacks[0].Layers {
+			fi := l.Fetch
+			if fi == nil {
+				t.Fatalf("layer %s has no registry counters", l.Name)
+			}
+			if fi.Background == "done" {
+				if !fi.Verified || fi.Cached != fi.Size || fi.Fetches == 0 || fi.FetchedBytes != fi.Size {
+					t.Errorf("layer %s: %+v", l.Name, *fi)
+				}
+				done++
+			}
+		}
+		if done == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("background download not done after 60 s:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out := mustObdfs(t, nil, "stats", mnt); !strings.Contains(out, "REGISTRY LAYER") || !strings.Contains(out, "done") {
+		t.Errorf("stats table:\n%s", out)
 	}
 }
