@@ -126,7 +126,11 @@ func OpenBlob(ctx context.Context, repoBlobURL, digest string, size int64, o Opt
 			return nil, fmt.Errorf("repoBlobUrl %q: %w", repoBlobURL, err)
 		}
 	}
-	return openRemote(ctx, clientFor(repo, o), digest, size, o)
+	cl, err := clientFor(repo, o)
+	if err != nil {
+		return nil, err
+	}
+	return openRemote(ctx, cl, digest, size, o)
 }
 
 // parseRepoBlobURL splits https://HOST/v2/REPO/blobs.

@@ -57,4 +57,24 @@
 // resolved again from the keychain (rotated passwords, helper tokens).
 // A server that ignores Range (200, whole body) is read correctly; the bytes
 // passed over on the way to the asked range are cached too.
+//
+// # Mirrors
+//
+// Options.HostsDir is read the way containerd reads its certs.d directory
+// (hosts.go): HOST/hosts.toml lists mirrors, tried in file order before the
+// registry, with their capabilities (pull: blobs and manifests by digest;
+// resolve: tags), CA and client certificates, skip_verify, extra headers,
+// dial_timeout and override_path; a directory without hosts.toml gives its
+// Docker-style *.crt/*.cert/*.key files to the registry itself. A mirror is
+// tried once per request (no retries: the next host is the retry). One that
+// fails (connection, timeout, 5xx, a wrong Content-Range or blob size) is
+// passed over for a cooldown (30 s, doubling per further failure), so a
+// dead mirror costs one timeout per cooldown, not one per read; a 404 passes
+// it over for that request only. A mirror answering a Range GET with the
+// whole blob is a pull-through cache filling it: the node polls it (see
+// mirror.go) rather than read the whole answer or pass it by. Manifests go
+// through mirrors with go-containerregistry and the same fallback. When
+// server names another host than the image's registry, it is tried last
+// but one, before the registry. Mirrors other than override_path ones do
+// the usual token handshake with their own credentials from the keychain.
 package remote

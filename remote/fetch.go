@@ -36,6 +36,13 @@ type client struct {
 
 	mu sync.Mutex
 	hc *http.Client // nil until the first successful auth handshake
+
+	// Endpoints of hosts.toml (mirror.go): mirrors tried before this
+	// client; for a mirror client, its Host and shared state.
+	mirrors []*client
+	host    Host
+	state   *hostState
+	fills   sync.Map // digest -> *fill (mirror.go)
 }
 
 type clientKey struct {
@@ -45,6 +52,7 @@ type clientKey struct {
 	base     http.RoundTripper
 	timeout  time.Duration
 	retries  int
+	hostsDir string
 }
 
 var clients = struct {
@@ -66,24 +74,28 @@ func baseTransport(o Options) http.RoundTripper {
 
 var defaultBases sync.Map // bool (insecure) -> http.RoundTripper
 
-func clientFor(repo name.Repository, o Options) *client {
+func clientFor(repo name.Repository, o Options) (*client, error) {
 	base := o.Transport
 	if base == nil {
 		b, _ := defaultBases.LoadOrStore(o.Insecure, baseTransport(o))
 		base = b.(http.RoundTripper)
 	}
-	k := clientKey{repo: repo.Name(), insecure: o.Insecure, keychain: o.Keychain, base: base, timeout: o.Timeout, retries: o.Retries}
+	k := clientKey{repo: repo.Name(), insecure: o.Insecure, keychain: o.Keychain, base: base, timeout: o.Timeout, retries: o.Retries,
+		hostsDir: o.HostsDir}
 	clients.Lock()
 	defer clients.Unlock()
 	if c := clients.m[k]; c != nil {
-		return c
+		return c, nil
 	}
 	c := &client{repo: repo, o: o, base: base}
 	c.slots[prioRead] = make(chan struct{}, o.MaxInflight)
 	c.slots[prioAhead] = make(chan struct{}, o.MaxInflight)
 	c.slots[prioBackground] = make(chan struct{}, backgroundInflight)
+	if err := c.setupHosts(o); err != nil {
+		return nil, err
+	}
 	clients.m[k] = c
-	return c
+	return c, nil
 }
 
 // prio is the class of a range GET.
@@ -208,13 +220,13 @@ func (c *client) tries(ctx context.Context, op func() error) error {
 	}
 }
 
-// fetch GETs bytes [off, off+n) of a blob of size bytes, tries again on
+// fetchHere GETs bytes [off, off+n) of a blob of size bytes, tries again on
 // transient failures, and hands the body to sink in pieces: sink(p, at)
 // receives the bytes at blob offset at. After a failed attempt the next one
 // resumes at the first byte sink has not accepted. The range must lie
 // inside the blob. When the server ignores Range and sends the whole blob,
 // sink is also given the bytes before off (it may keep or drop them).
-func (c *client) fetch(ctx context.Context, digest string, size, off, n int64, sink func(p []byte, at int64) error, buf []byte) error {
+func (c *client) fetchHere(ctx context.Context, digest string, size, off, n int64, sink func(p []byte, at int64) error, buf []byte) error {
 	url := c.blobURL(digest)
 	done := int64(0)
 	status := 0
@@ -379,9 +391,9 @@ func classify(err error) error {
 	return err
 }
 
-// probeSize asks for byte 0 and reads the total from Content-Range, as
+// probeHere asks for byte 0 and reads the total from Content-Range, as
 // overlaybd's registryfs does (no HEAD).
-func (c *client) probeSize(ctx context.Context, digest string) (int64, error) {
+func (c *client) probeHere(ctx context.Context, digest string) (int64, error) {
 	url := c.blobURL(digest)
 	var size int64
 	err := c.tries(ctx, func() error {

@@ -62,6 +62,13 @@ type Options struct {
 	Transport http.RoundTripper
 	// UserAgent is sent with every request (default "obdfs").
 	UserAgent string
+
+	// HostsDir is a containerd certs.d directory (HOST/hosts.toml): the
+	// mirrors, TLS settings and headers of each registry (default: none).
+	HostsDir string
+	// MirrorCooldown is how long a failed mirror is passed over at first
+	// (default DefaultMirrorCooldown; doubled for each further failure).
+	MirrorCooldown time.Duration
 }
 
 func (o Options) withDefaults() (Options, error) {

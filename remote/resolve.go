@@ -107,7 +107,10 @@ func resolveDocker(ctx context.Context, spec string, o Options) ([]*Blob, error)
 	} else if err := saveResolved(o.CacheDir, res); err != nil {
 		slog.Warn("could not record the resolved image", "image", spec, "err", err)
 	}
-	cl := clientFor(ref.Context(), o)
+	cl, err := clientFor(ref.Context(), o)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", spec, err)
+	}
 	var blobs []*Blob
 	for _, l := range res.Layers {
 		b, err := openRemote(ctx, cl, l.Digest, l.Size, o)
@@ -138,12 +141,11 @@ func resolveManifest(ctx context.Context, ref name.Reference, plat v1.Platform, 
 	ropts := []ggcrremote.Option{
 		ggcrremote.WithContext(ctx),
 		ggcrremote.WithAuthFromKeychain(o.Keychain),
-		ggcrremote.WithTransport(clientFor(ref.Context(), o).base),
 		ggcrremote.WithPlatform(plat),
 		ggcrremote.WithUserAgent(o.UserAgent),
 		ggcrremote.WithRetryBackoff(ggcrremote.Backoff{Duration: o.Backoff, Factor: 4, Steps: o.Retries + 1}),
 	}
-	desc, err := ggcrremote.Get(ref, ropts...)
+	desc, err := getManifest(ref, o, ropts)
 	if err != nil {
 		return nil, err
 	}

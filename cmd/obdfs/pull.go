@@ -30,6 +30,7 @@ type remoteFlags struct {
 	CacheMax string `default:"4GiB" placeholder:"SIZE" help:"Bound of the blob cache; least recently used blobs not in use are evicted."`
 	Insecure bool   `help:"Allow plain HTTP and unverified TLS to the registry."`
 	Platform string `default:"linux/amd64" placeholder:"OS/ARCH[/VARIANT]" help:"Image to pick from a multi-platform index."`
+	HostsDir string `name:"hosts-dir" default:"/etc/containerd/certs.d" placeholder:"DIR" help:"containerd registry host configuration (HOST/hosts.toml: mirrors, TLS, headers); \"\" for none."`
 }
 
 // stackFlags are the flags of every command that opens a STACK: the
@@ -59,7 +60,7 @@ func (f remoteFlags) options() (remote.Options, error) {
 	if err != nil || max <= 0 {
 		return remote.Options{}, fmt.Errorf("--cache-max %q: want a size such as 4GiB", f.CacheMax)
 	}
-	return remote.Options{CacheDir: f.CacheDir, CacheMax: max, Insecure: f.Insecure, Platform: f.Platform}, nil
+	return remote.Options{CacheDir: f.CacheDir, CacheMax: max, Insecure: f.Insecure, Platform: f.Platform, HostsDir: f.HostsDir}, nil
 }
 
 type pullCmd struct {

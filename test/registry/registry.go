@@ -37,7 +37,23 @@ type Server struct {
 // Start runs a registry for the test; with auth it requires basic auth with
 // User/Password. It skips the test when the binary (or htpasswd, for auth)
 // is missing.
-func Start(t testing.TB, auth bool) *Server {
+func Start(t testing.TB, auth bool) *Server { return start(t, auth, "") }
+
+// StartMirror runs a pull-through cache (docker-registry's proxy mode) of
+// the open registry at upstream (HOST:PORT, plain HTTP): blobs it is asked
+// for are fetched from upstream once and kept in its own storage.
+func StartMirror(t testing.TB, upstream string) *Server {
+	return start(t, false, fmt.Sprintf("proxy:\n  remoteurl: http://%s\n", upstream))
+}
+
+// AccessLog returns what the server logged so far (requests, when started
+// by StartMirror, whose access log is on).
+func (s *Server) AccessLog() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "registry.log"))
+	return string(b)
+}
+
+func start(t testing.TB, auth bool, extra string) *Server {
 	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
 		t.Skipf("needs %s (Debian package docker-registry; test/install-deps.sh installs it)", Binary)
@@ -82,7 +98,7 @@ storage:
 http:
   addr: %s
   secret: obdfs-test-secret
-%s`, filepath.Join(dir, "storage"), s.Host, authCfg)
+%s%s`, filepath.Join(dir, "storage"), s.Host, authCfg, extra)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
