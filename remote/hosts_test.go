@@ -3,8 +3,8 @@ package remote
 import (
 	"bytes"
 	"context"
-	"math/rand/v2"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
