@@ -90,7 +90,7 @@ func TestConfigWithUpper(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(cfgPath, Options{})
+	s, err := Open(cfgPath, Options{Writable: true})
 	if err != nil {
 		t.Fatal(err)
 	}

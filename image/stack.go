@@ -26,6 +26,10 @@ type Options struct {
 	// Remote configures registry access and the persistent blob cache for
 	// docker:// and oci: specs and for config lowers named by digest.
 	Remote remote.Options
+	// Writable opens a config's upper layer for writing, under its
+	// exclusive lock (one writer per layer, see lsmt.OpenRW). Otherwise the
+	// upper is a read-only view that never writes (lsmt.OpenReadOnly).
+	Writable bool
 	// Context bounds remote fetches for the stack's whole life (default
 	// context.Background()).
 	Context context.Context
@@ -138,7 +142,11 @@ func (s *Stack) finish(upper *UpperConfig, o Options) (err error) {
 		}
 	}
 	if upper != nil && upper.Data != "" {
-		s.upper, err = lsmt.OpenRW(upper.Data, upper.Index)
+		if o.Writable {
+			s.upper, err = lsmt.OpenRW(upper.Data, upper.Index)
+		} else {
+			s.upper, err = lsmt.OpenReadOnly(upper.Data, upper.Index, lsmt.ReadOnlyOptions{})
+		}
 		if err != nil {
 			return err
 		}
@@ -211,7 +219,7 @@ func (s *Stack) Layers() []disk.LayerInfo {
 		if u.Sparse() {
 			kind = "rw-sparse"
 		}
-		li := disk.LayerInfo{Name: s.upperN, Identity: "rw:" + s.upperN, Kind: kind}
+		li := disk.LayerInfo{Name: s.upperN, Identity: "rw:" + s.upperN, Kind: kind, ReadOnly: u.ReadOnly()}
 		li.BackingReads, li.BackingBytes = u.Reads()
 		out = append(out, li)
 	}
@@ -240,7 +248,7 @@ func (s *Stack) ReadOnly() bool                           { return s.merged.Read
 // Close flushes and closes the writable layer, then closes the layer files.
 func (s *Stack) Close() error {
 	var errs []error
-	if s.upper != nil {
+	if s.upper != nil && !s.upper.ReadOnly() {
 		// RWFile.Close does not sync: make everything written durable first.
 		errs = append(errs, s.merged.Flush())
 	}

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/obdfs/obdfs/internal/filelock"
 	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
@@ -176,6 +178,20 @@ func smallLayer(t testing.TB) []byte {
 	return out.Bytes()
 }
 
+// fileBytes is the content of the named files, concatenated.
+func fileBytes(t *testing.T, paths ...string) []byte {
+	t.Helper()
+	var out []byte
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b...)
+	}
+	return out
+}
+
 func FuzzOpenRW(f *testing.F) {
 	ed, err1 := os.ReadFile(filepath.Join(fixtureDir, "e/l3.index"))
 	if err1 == nil {
@@ -195,7 +211,19 @@ func FuzzOpenRW(f *testing.F) {
 		fx, _ := os.OpenFile(xp, os.O_WRONLY|os.O_APPEND, 0)
 		fx.Write(log)
 		fx.Close()
+		// A read-only view first: it must not change either file.
+		before := fileBytes(t, dp, xp)
+		v, verr := OpenReadOnly(dp, xp, ReadOnlyOptions{})
+		if verr != nil && !errors.Is(verr, ErrFormat) {
+			t.Fatalf("read-only open: unexpected error class: %v", verr)
+		}
+		if !bytes.Equal(fileBytes(t, dp, xp), before) {
+			t.Fatal("a read-only open changed the layer's files")
+		}
 		g, err := OpenRW(dp, xp)
+		if (err == nil) != (verr == nil) {
+			t.Fatalf("read-only open: %v, writer open: %v", verr, err)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrFormat) {
 				t.Fatalf("unexpected error class: %v", err)
@@ -204,6 +232,22 @@ func FuzzOpenRW(f *testing.F) {
 		}
 		defer g.Close()
 		recs := g.Index()
+		// The view leaves out exactly what the writer's repair cut.
+		if vr := v.Index(); !reflect.DeepEqual(vr, recs) {
+			t.Fatalf("read-only view has %d records, the writer %d", len(vr), len(recs))
+		}
+		v.Close()
+		// One writer: a second one (or a quiesced reader) is refused while
+		// g is open; a view is not.
+		if h, err := OpenRW(dp, xp); !errors.Is(err, filelock.ErrLocked) {
+			if h != nil {
+				h.Close()
+			}
+			t.Fatalf("second writer: %v, want ErrLocked", err)
+		}
+		if _, err := OpenReadOnly(dp, xp, ReadOnlyOptions{Quiesced: true}); !errors.Is(err, filelock.ErrLocked) {
+			t.Fatalf("quiesced reader beside a writer: %v, want ErrLocked", err)
+		}
 		if _, err := NewIndex(recs); err != nil {
 			t.Fatalf("replayed index not sorted: %v", err)
 		}

@@ -8,6 +8,9 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+
+	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/internal/filelock"
 )
 
 // CreateOptions configures a new writable layer.
@@ -35,6 +38,7 @@ type RWFile struct {
 	dataPath, indexPath string
 	data, index         *os.File // index is nil for a sparse layer
 	sparse              bool
+	readOnly            bool // opened by OpenReadOnly: nothing is ever written
 
 	mu       sync.Mutex // append position; held by WriteAt, Discard, Sync
 	dataEnd  int64      // bytes; next data append position
@@ -102,6 +106,12 @@ func createWith(path string, h *Header) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Held like OpenRW's: the new layer's creator is its writer.
+	if err := modeWrite.lock(f); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
 	if _, err := f.WriteAt(b, 0); err != nil {
 		f.Close()
 		os.Remove(path)
@@ -110,23 +120,100 @@ func createWith(path string, h *Header) (*os.File, error) {
 	return f, nil
 }
 
-// OpenRW opens a writable layer and replays its index log (last writer
-// wins). A crash can leave a torn tail: a partial trailing record is
-// ignored, and trailing records whose data lies past the data file's end
-// (logged, but the data never reached the disk) are dropped with a warning;
-// both are cut off the index file so later appends don't revive them. A bad
-// record followed by good ones is an error.
+// OpenRW opens a writable layer for writing and replays its index log
+// (last writer wins).
+//
+// One writer at a time: the data and index files are locked exclusively
+// (flock, see internal/filelock) for as long as the RWFile is open, so a
+// second OpenRW of the same files (another daemon, the same daemon, a
+// commit) fails with an error wrapping filelock.ErrLocked that names the
+// holder's pid and command line where /proc/locks tells.
+//
+// A crash can leave a torn tail: a partial trailing record is ignored, and
+// trailing records whose data lies past the data file's end (logged, but the
+// data never reached the disk) are dropped with a warning; both are cut off
+// the index file so later appends don't revive them. That repair happens
+// only here, under the lock. A bad record followed by good ones is an error.
 //
 // A data file whose header has the sparse flag opens as a sparse layer
 // (see sparse.go); its index file is then neither needed nor read, as in
 // overlaybd's open_file_rw, so indexPath may be empty or name a missing or
 // empty file.
 func OpenRW(dataPath, indexPath string) (*RWFile, error) {
-	df, err := os.OpenFile(dataPath, os.O_RDWR, 0)
+	return openLayer(dataPath, indexPath, modeWrite)
+}
+
+// ReadOnlyOptions configure OpenReadOnly.
+type ReadOnlyOptions struct {
+	// Quiesced takes a shared lock on the layer's files: the open is
+	// refused while a writer holds the layer, and writers are refused
+	// while the RWFile is open. Commit uses it, so a committed layer is
+	// never a snapshot of a disk in use.
+	Quiesced bool
+}
+
+// OpenReadOnly opens a writable layer for reading only; it never writes to
+// either file. WriteAt, Discard and SetVirtualSize fail with
+// disk.ErrReadOnly and Sync does nothing.
+//
+// An append-only layer may be open for writing elsewhere at the same time:
+// the view is the prefix of the index log present at open, which is
+// consistent because a writer appends a record only after its data. A
+// partial trailing record and trailing records whose data is not in the
+// data file are left out, in memory only. Later writes are not seen.
+//
+// A sparse layer is rewritten in place, so no snapshot of it can be taken
+// while it is written: its view always holds a shared lock, and is refused
+// while a writer holds the layer.
+func OpenReadOnly(dataPath, indexPath string, o ReadOnlyOptions) (*RWFile, error) {
+	m := modeView
+	if o.Quiesced {
+		m = modeQuiesced
+	}
+	return openLayer(dataPath, indexPath, m)
+}
+
+// openMode says how a writable layer is opened.
+type openMode int
+
+const (
+	modeWrite    openMode = iota // read-write, exclusive lock, torn tail repaired
+	modeView                     // read-only, no lock (shared for a sparse layer)
+	modeQuiesced                 // read-only, shared lock
+)
+
+func (m openMode) flag() int {
+	if m == modeWrite {
+		return os.O_RDWR
+	}
+	return os.O_RDONLY
+}
+
+// lock takes the mode's lock on f; a view takes none.
+func (m openMode) lock(f *os.File) error {
+	var err error
+	switch m {
+	case modeWrite:
+		err = filelock.Exclusive(f)
+	case modeQuiesced:
+		err = filelock.Shared(f)
+	}
+	if err != nil {
+		return fmt.Errorf("lsmt: writable layer %w", err)
+	}
+	return nil
+}
+
+func openLayer(dataPath, indexPath string, m openMode) (*RWFile, error) {
+	df, err := os.OpenFile(dataPath, m.flag(), 0)
 	if err != nil {
 		return nil, err
 	}
-	f, err := openRWData(df, dataPath, indexPath)
+	if err := m.lock(df); err != nil {
+		df.Close()
+		return nil, err
+	}
+	f, err := openRWData(df, dataPath, indexPath, m)
 	if err != nil {
 		df.Close()
 		return nil, err
@@ -134,7 +221,7 @@ func OpenRW(dataPath, indexPath string) (*RWFile, error) {
 	return f, nil
 }
 
-func openRWData(df *os.File, dataPath, indexPath string) (*RWFile, error) {
+func openRWData(df *os.File, dataPath, indexPath string, m openMode) (*RWFile, error) {
 	dh, dsize, err := readFileHeader(df, dataPath)
 	if err != nil {
 		return nil, err
@@ -146,13 +233,27 @@ func openRWData(df *os.File, dataPath, indexPath string) (*RWFile, error) {
 		return nil, formatErr(dataPath, 0, "header.flags", "flags %#x: a sealed layer is read-only", dh.Flags)
 	}
 	if dh.IsSparse() {
-		return openSparse(df, dataPath, indexPath, dh, dsize)
+		if m == modeView {
+			// Written in place: only a layer nobody writes has a
+			// consistent view. Read the header again under the lock.
+			if err := modeQuiesced.lock(df); err != nil {
+				return nil, err
+			}
+			if dh, dsize, err = readFileHeader(df, dataPath); err != nil {
+				return nil, err
+			}
+		}
+		return openSparse(df, dataPath, indexPath, dh, dsize, m)
 	}
-	xf, err := os.OpenFile(indexPath, os.O_RDWR, 0)
+	xf, err := os.OpenFile(indexPath, m.flag(), 0)
 	if err != nil {
 		return nil, err
 	}
-	f, err := openRW(df, xf, dataPath, indexPath, dsize)
+	if err := m.lock(xf); err != nil {
+		xf.Close()
+		return nil, err
+	}
+	f, err := openRW(df, xf, dataPath, indexPath, dsize, m)
 	if err != nil {
 		xf.Close()
 		return nil, err
@@ -160,7 +261,7 @@ func openRWData(df *os.File, dataPath, indexPath string) (*RWFile, error) {
 	return f, nil
 }
 
-func openRW(df, xf *os.File, dataPath, indexPath string, dsize int64) (*RWFile, error) {
+func openRW(df, xf *os.File, dataPath, indexPath string, dsize int64, m openMode) (*RWFile, error) {
 	ih, isize, err := readFileHeader(xf, indexPath)
 	if err != nil {
 		return nil, err
@@ -170,6 +271,15 @@ func openRW(df, xf *os.File, dataPath, indexPath string, dsize int64) (*RWFile, 
 	}
 	if ih.IndexOffset != HeaderSize {
 		return nil, formatErr(indexPath, 0, "header.index_offset", "%d, want %d", ih.IndexOffset, HeaderSize)
+	}
+	if m == modeView {
+		// A writer may be appending: take the data size after the index
+		// size, so every record of the prefix has its data below it.
+		st, err := df.Stat()
+		if err != nil {
+			return nil, err
+		}
+		dsize = st.Size()
 	}
 	count := (isize - HeaderSize) / RecordSize
 	if count > MaxIndexSize {
@@ -187,8 +297,18 @@ func openRW(df, xf *os.File, dataPath, indexPath string, dsize int64) (*RWFile, 
 	for i := int64(0); i < count; i += chunk {
 		n := min(count-i, chunk)
 		b := buf[:n*RecordSize]
-		if err := readFull(xf, b, HeaderSize+i*RecordSize); err != nil {
-			return nil, fmt.Errorf("lsmt %s: reading index log: %w", indexPath, err)
+		if k, err := xf.ReadAt(b, HeaderSize+i*RecordSize); k < len(b) {
+			if m == modeView && (err == nil || errors.Is(err, io.EOF)) {
+				// A writer cut a torn tail since the size was taken:
+				// the prefix ends with the whole records read.
+				n = int64(k) / RecordSize
+				count = i + n
+			} else {
+				if err == nil || errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return nil, fmt.Errorf("lsmt %s: reading index log: %w", indexPath, err)
+			}
 		}
 		for j := int64(0); j < n; j++ {
 			r := DecodeRecord(b[j*RecordSize:])
@@ -219,25 +339,29 @@ func openRW(df, xf *os.File, dataPath, indexPath string, dsize int64) (*RWFile, 
 		}
 	}
 	if firstBad >= 0 {
-		slog.Warn("lsmt: dropping index records past the data end (unsynced writes before a crash)",
-			"index", indexPath, "first", firstBad, "records", count-firstBad, "data_sectors", hi)
+		if m == modeWrite {
+			slog.Warn("lsmt: dropping index records past the data end (unsynced writes before a crash)",
+				"index", indexPath, "first", firstBad, "records", count-firstBad, "data_sectors", hi)
+		}
 		good = firstBad
 	} else {
 		good = count // keep trailing padding records
 	}
 	indexEnd := HeaderSize + good*RecordSize
-	if indexEnd != isize {
-		if err := xf.Truncate(indexEnd); err != nil {
-			return nil, fmt.Errorf("lsmt %s: cutting torn tail: %w", indexPath, err)
-		}
-	}
 	dataEnd := (dsize + SectorSize - 1) / SectorSize * SectorSize
-	if dataEnd != dsize {
-		if err := df.Truncate(dataEnd); err != nil {
-			return nil, fmt.Errorf("lsmt %s: aligning data end: %w", dataPath, err)
+	if m == modeWrite {
+		if indexEnd != isize {
+			if err := xf.Truncate(indexEnd); err != nil {
+				return nil, fmt.Errorf("lsmt %s: cutting torn tail: %w", indexPath, err)
+			}
+		}
+		if dataEnd != dsize {
+			if err := df.Truncate(dataEnd); err != nil {
+				return nil, fmt.Errorf("lsmt %s: aligning data end: %w", dataPath, err)
+			}
 		}
 	}
-	f := &RWFile{dataPath: dataPath, indexPath: indexPath, data: df, index: xf,
+	f := &RWFile{dataPath: dataPath, indexPath: indexPath, data: df, index: xf, readOnly: m != modeWrite,
 		dataEnd: dataEnd, indexEnd: indexEnd, idx: idx, hdr: ih}
 	f.vsize.Store(int64(ih.VirtualSize))
 	return f, nil
@@ -296,6 +420,23 @@ func (f *RWFile) ParentUUID() string { h := f.Header(); return h.ParentUUIDStrin
 // Sparse reports whether this is a sparse layer (docs/format-lsmt.md §6.4).
 func (f *RWFile) Sparse() bool { return f.sparse }
 
+// ReadOnly reports whether the layer was opened with OpenReadOnly.
+func (f *RWFile) ReadOnly() bool { return f.readOnly }
+
+// errReadOnly is what changing a layer opened with OpenReadOnly returns.
+func (f *RWFile) errReadOnly(op string) error {
+	return fmt.Errorf("lsmt %s: %s: %w (opened read-only)", f.dataPath, op, disk.ErrReadOnly)
+}
+
+// inheritSize gives a read-only view of a size-0 layer its stack's size,
+// in memory only (a writer persists it with SetVirtualSize).
+func (f *RWFile) inheritSize(vs int64) {
+	f.imu.Lock()
+	f.hdr.VirtualSize = uint64(vs)
+	f.imu.Unlock()
+	f.vsize.Store(vs)
+}
+
 // SetVirtualSize rewrites the virtual size in both headers (overlaybd
 // update_vsize), e.g. when a layer created with size 0 is stacked. A sparse
 // layer has only the data file's header; its data file is resized to
@@ -303,6 +444,9 @@ func (f *RWFile) Sparse() bool { return f.sparse }
 func (f *RWFile) SetVirtualSize(vs int64) error {
 	if vs < 0 || vs%SectorSize != 0 {
 		return fmt.Errorf("lsmt %s: virtual size %d: %w", f.dataPath, vs, ErrAlignment)
+	}
+	if f.readOnly {
+		return f.errReadOnly("setting the virtual size")
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -346,6 +490,9 @@ func checkAligned(off, n int64) error {
 func (f *RWFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := checkAligned(off, int64(len(p))); err != nil {
 		return 0, fmt.Errorf("lsmt %s: write: %w", f.dataPath, err)
+	}
+	if f.readOnly {
+		return 0, f.errReadOnly("write")
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -403,6 +550,9 @@ func (f *RWFile) Discard(off, length int64) error {
 	if err := checkAligned(off, length); err != nil {
 		return fmt.Errorf("lsmt %s: discard: %w", f.dataPath, err)
 	}
+	if f.readOnly {
+		return f.errReadOnly("discard")
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.sparse {
@@ -424,12 +574,16 @@ func (f *RWFile) Discard(off, length int64) error {
 
 // Sync makes every acknowledged write and discard durable: the data file is
 // synced before the index, so a synced record never points at lost data. A
-// sparse layer has only the data file.
+// sparse layer has only the data file. A read-only layer has nothing to
+// sync.
 func (f *RWFile) Sync() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.isClosed() {
 		return ErrClosed
+	}
+	if f.readOnly {
+		return nil
 	}
 	if err := f.data.Sync(); err != nil {
 		return fmt.Errorf("lsmt %s: sync: %w", f.dataPath, err)

@@ -159,7 +159,8 @@ func TestRWTornTail(t *testing.T) {
 	}
 
 	// A bad record followed by good ones is corruption.
-	_, d2, x2 := newRW(t, 1<<20)
+	f2, d2, x2 := newRW(t, 1<<20)
+	f2.Close()
 	xb := make([]byte, 3*RecordSize)
 	Record{Offset: 0, Length: 1, MOffset: 8}.Encode(xb)
 	Record{Offset: 1, Length: 1, MOffset: 100}.Encode(xb[16:])
@@ -177,7 +178,8 @@ func TestRWTornTail(t *testing.T) {
 
 func TestRWReplayVector(t *testing.T) {
 	// The log replay vector of docs/format-lsmt.md §10, through the on-disk log.
-	_, d, x := newRW(t, 1<<20)
+	f, d, x := newRW(t, 1<<20)
+	f.Close()
 	os.Truncate(d, HeaderSize+3000*512)
 	var log []byte
 	for _, r := range recs([4]uint64{0, 20, 10}, [4]uint64{10, 15, 50}, [4]uint64{30, 100, 20}, [4]uint64{5, 10, 13}, [4]uint64{40, 10, 123}, [4]uint64{200, 10, 2133}, [4]uint64{150, 100, 21}) {

@@ -72,7 +72,10 @@ func createSparse(dataPath, indexPath string, h *Header) (*RWFile, error) {
 // the missing tail is a hole either way. A longer file is refused: its tail
 // would hold data past the virtual disk (a sealed sparse layer, which has
 // its index and trailer there, is read-only and opens with Open).
-func openSparse(df *os.File, dataPath, indexPath string, dh Header, dsize int64) (*RWFile, error) {
+//
+// Opened read-only (m is not modeWrite) nothing is extended: the missing
+// tail reads as the hole it would be.
+func openSparse(df *os.File, dataPath, indexPath string, dh Header, dsize int64, m openMode) (*RWFile, error) {
 	if dh.VirtualSize%SectorSize != 0 || dh.VirtualSize > MaxOffset*SectorSize {
 		return nil, formatErr(dataPath, 48, "header.virtual_size", "%d: not a multiple of %d within the address space", dh.VirtualSize, SectorSize)
 	}
@@ -80,7 +83,7 @@ func openSparse(df *os.File, dataPath, indexPath string, dh Header, dsize int64)
 	if dsize > want {
 		return nil, formatErr(dataPath, -1, "size", "sparse data file is %d bytes, longer than header + virtual size (%d); is it a sealed layer?", dsize, want)
 	}
-	if dsize < want {
+	if dsize < want && m == modeWrite {
 		slog.Warn("lsmt: extending a short sparse data file to header + virtual size", "data", dataPath, "size", dsize, "want", want)
 		if err := df.Truncate(want); err != nil {
 			return nil, fmt.Errorf("lsmt %s: extending sparse data file: %w", dataPath, err)
@@ -90,7 +93,7 @@ func openSparse(df *os.File, dataPath, indexPath string, dh Header, dsize int64)
 	if err != nil {
 		return nil, err
 	}
-	f := &RWFile{dataPath: dataPath, indexPath: indexPath, data: df, sparse: true,
+	f := &RWFile{dataPath: dataPath, indexPath: indexPath, data: df, sparse: true, readOnly: m != modeWrite,
 		dataEnd: want, idx: idx, hdr: dh}
 	f.vsize.Store(int64(dh.VirtualSize))
 	return f, nil

@@ -33,7 +33,7 @@ func TestSparseUpperThroughImage(t *testing.T) {
 	if err := os.WriteFile(conf, cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := image.Open(conf, image.Options{})
+	s, err := image.Open(conf, image.Options{Writable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestSparseUpperThroughImage(t *testing.T) {
 	if st, _ := os.Stat(index); st.Size() != 0 {
 		t.Fatalf("index file written: %d bytes", st.Size())
 	}
-	s, err = image.Open(conf, image.Options{})
+	s, err = image.Open(conf, image.Options{Writable: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -153,6 +153,8 @@ func NewStack(lowers []*File, upper *RWFile) (*Stack, error) {
 	if upper != nil {
 		if vs := upper.VirtualSize(); vs != 0 {
 			s.size = vs
+		} else if s.size != 0 && upper.ReadOnly() {
+			upper.inheritSize(s.size)
 		} else if s.size != 0 {
 			if err := upper.SetVirtualSize(s.size); err != nil {
 				return nil, err
@@ -182,8 +184,8 @@ func VerifyOrder(lowers []*File) error {
 // Size is the virtual size in bytes.
 func (s *Stack) Size() int64 { return s.size }
 
-// ReadOnly reports whether the stack has no writable upper layer.
-func (s *Stack) ReadOnly() bool { return s.upper == nil }
+// ReadOnly reports whether the stack has no upper layer open for writing.
+func (s *Stack) ReadOnly() bool { return s.upper == nil || s.upper.ReadOnly() }
 
 // Lowers returns the read-only layers, bottom first.
 func (s *Stack) Lowers() []*File { return s.lowers }
@@ -242,7 +244,7 @@ func (s *Stack) fillUpper(p []byte, sector uint64, segs []Record) error {
 // WriteAt writes to the upper layer; unaligned edges are read, patched and
 // written back whole (under a lock, so concurrent edge writes don't race).
 func (s *Stack) WriteAt(p []byte, off int64) (int, error) {
-	if s.upper == nil {
+	if s.ReadOnly() {
 		return 0, disk.ErrReadOnly
 	}
 	if off < 0 || off+int64(len(p)) > s.size {
@@ -298,7 +300,7 @@ func (s *Stack) patchSector(sec int64, at int64, data []byte) (int, error) {
 // zeroed records in the upper layer, partial edge sectors are written with
 // zeros.
 func (s *Stack) Discard(off, length int64) error {
-	if s.upper == nil {
+	if s.ReadOnly() {
 		return disk.ErrReadOnly
 	}
 	if off < 0 || length < 0 || off+length > s.size {

@@ -106,9 +106,11 @@ func (c *commitCmd) Run() error {
 			return fmt.Errorf("commit: %w", err)
 		}
 	}
-	rw, err := lsmt.OpenRW(c.Data, c.Index)
+	// Read-only, and refused while a writer holds the layer: a layer in
+	// use would be committed as whatever its log held at that moment.
+	rw, err := lsmt.OpenReadOnly(c.Data, c.Index, lsmt.ReadOnlyOptions{Quiesced: true})
 	if err != nil {
-		return err
+		return fmt.Errorf("commit: %w", err)
 	}
 	defer rw.Close()
 	args := lsmt.CommitArgs{UUID: c.UUID, ParentUUID: c.Parent, Message: c.Message}

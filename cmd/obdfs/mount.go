@@ -91,6 +91,7 @@ func (c *mountCmd) Run() error {
 	if err != nil {
 		return err
 	}
+	o.Writable = true // a config's upper is served writable, under its lock
 	open := func(spec string) (disk.Disk, error) {
 		s, err := image.Open(spec, o)
 		if err != nil {

@@ -60,6 +60,8 @@ func (c *ublkAttachCmd) Run() error {
 	if err != nil {
 		return err
 	}
+	// --ro opens a config's upper read-only, leaving it to its writer.
+	o.Writable = !c.ReadOnly
 	s, err := image.Open(c.Stack, o)
 	if err != nil {
 		return err
