@@ -20,6 +20,8 @@ import (
 	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/obdfs/obdfs/internal/testlayer"
+	"github.com/obdfs/obdfs/tarwrap"
 	"github.com/obdfs/obdfs/test/registry"
 )
 
@@ -329,4 +331,25 @@ func TestSingleFetch(t *testing.T) {
 	if got := blobSum(t, b); got != b.Digest() {
 		t.Errorf("content %s, want %s", got, b.Digest())
 	}
+}
+
+// TestBlobReaderAt checks a lazily fetched blob against the io.ReaderAt
+// contract (testing/iotest), as every other reader layer is in layerfile.
+func TestBlobReaderAt(t *testing.T) {
+	files := fixtures(t, "d/l3.lsmt")
+	host, _ := inproc(t)
+	o := testOptions(t)
+	o.RefillSize = 4 << 10 // many chunks, so reads cross chunk boundaries
+	mustPush(t, "docker://"+host+"/ra/img:v1", files, o)
+	blobs, err := Resolve(context.Background(), "docker://"+host+"/ra/img:v1", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeBlobs(t, blobs)
+	raw, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append(tarwrap.Header(int64(len(raw)), 0o644), raw...), tarwrap.Trailer(int64(len(raw)))...)
+	testlayer.TestReaderAt(t, blobs[0], want, max(0, int64(len(want))-16<<10-100))
 }
