@@ -48,6 +48,9 @@ type UpperConfig struct {
 	Data  string `json:"data,omitempty"`
 }
 
+// maxConfigSize bounds the config file read: a few KiB for 255 layers.
+const maxConfigSize = 16 << 20
+
 // maxConfigLayers bounds a config before any file is opened; LSMT itself
 // refuses more than 255 read-only layers.
 const maxConfigLayers = 255

@@ -8,6 +8,7 @@ import (
 
 	"github.com/obdfs/obdfs/blockcache"
 	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/internal/regfile"
 	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
 	"github.com/obdfs/obdfs/remote"
@@ -33,7 +34,7 @@ type Layer struct {
 // OpenLayerFile opens a local layer file: tar-wrapped or bare, ZFile or raw
 // LSMT (committed or sealed).
 func OpenLayerFile(path string, o Options) (*Layer, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path, os.O_RDONLY)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", path, err)
 	}
@@ -41,10 +42,6 @@ func OpenLayerFile(path string, o Options) (*Layer, error) {
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("layer %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("layer %s: not a regular file", path)
 	}
 	id := fmt.Sprintf("file:%s:%d:%d", path, st.Size(), st.ModTime().UnixNano())
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {

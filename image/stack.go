@@ -11,6 +11,7 @@ import (
 
 	"github.com/obdfs/obdfs/blockcache"
 	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/internal/regfile"
 	"github.com/obdfs/obdfs/lsmt"
 	"github.com/obdfs/obdfs/remote"
 )
@@ -59,7 +60,7 @@ func Open(spec string, o Options) (*Stack, error) {
 	case isRemoteSpec(spec):
 		return openRemote(spec, o)
 	case strings.HasSuffix(spec, ".json"):
-		data, err := os.ReadFile(spec)
+		data, err := regfile.ReadFile(spec, maxConfigSize)
 		if err != nil {
 			return nil, fmt.Errorf("image config: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/obdfs/obdfs/blockcache"
+	"github.com/obdfs/obdfs/internal/regfile"
 	"github.com/obdfs/obdfs/lsmt"
 	"github.com/obdfs/obdfs/tarwrap"
 	"github.com/obdfs/obdfs/zfile"
@@ -266,7 +267,7 @@ func openPath(path string, o Options, open func(io.ReaderAt, int64, Options) (*F
 	if o.Name == "" {
 		o.Name = path
 	}
-	fd, err := os.Open(path)
+	fd, err := regfile.Open(path, os.O_RDONLY) // never blocks on a FIFO
 	if err != nil {
 		return nil, err
 	}

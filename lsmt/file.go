@@ -3,6 +3,7 @@ package lsmt
 import (
 	"errors"
 	"fmt"
+	"github.com/obdfs/obdfs/internal/regfile"
 	"io"
 	"os"
 )
@@ -34,7 +35,7 @@ func IsLSMT(r io.ReaderAt) bool {
 
 // Open opens the LSMT file at path; Close closes it.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path, os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}

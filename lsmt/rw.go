@@ -11,6 +11,7 @@ import (
 
 	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/internal/filelock"
+	"github.com/obdfs/obdfs/internal/regfile"
 )
 
 // CreateOptions configures a new writable layer.
@@ -205,7 +206,7 @@ func (m openMode) lock(f *os.File) error {
 }
 
 func openLayer(dataPath, indexPath string, m openMode) (*RWFile, error) {
-	df, err := os.OpenFile(dataPath, m.flag(), 0)
+	df, err := regfile.Open(dataPath, m.flag())
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +246,7 @@ func openRWData(df *os.File, dataPath, indexPath string, m openMode) (*RWFile, e
 		}
 		return openSparse(df, dataPath, indexPath, dh, dsize, m)
 	}
-	xf, err := os.OpenFile(indexPath, m.flag(), 0)
+	xf, err := regfile.Open(indexPath, m.flag())
 	if err != nil {
 		return nil, err
 	}

@@ -43,9 +43,10 @@ type Server struct {
 	fuse *fuse.Server
 	ln   net.Listener
 
-	mu    sync.Mutex // serialises Add/Remove/Shutdown
-	specs map[string]string
-	stop  bool
+	mu      sync.Mutex // guards specs, pending, stop; never held across a stack open
+	specs   map[string]string
+	pending map[string]bool // names being opened by add
+	stop    bool
 
 	wg       sync.WaitGroup // control connections and the accept loop
 	closed   chan struct{}  // stacks closed (closeErr set)
@@ -73,7 +74,7 @@ func Start(cfg Config, stacks []Stack) (_ *Server, err error) {
 	if err := checkMountpoint(mp); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, root: fusefs.NewRoot(cfg.Log), specs: map[string]string{},
+	s := &Server{cfg: cfg, log: cfg.Log, root: fusefs.NewRoot(cfg.Log), specs: map[string]string{}, pending: map[string]bool{},
 		closed: make(chan struct{}), done: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -163,16 +164,36 @@ func (s *Server) Wait() error {
 	return s.closeErr
 }
 
+// add opens spec and serves it as name. The control lock is not held while
+// the stack opens (a slow registry or a bad path must not stall stack ls,
+// rm, umount or SIGTERM): the name is reserved in pending meanwhile.
 func (s *Server) add(name, spec string) error {
 	if err := fusefs.CheckName(name); err != nil {
 		return err
 	}
-	if s.root.File(name) != nil {
+	s.mu.Lock()
+	switch {
+	case s.stop:
+		s.mu.Unlock()
+		return errors.New("server is stopping")
+	case s.root.File(name) != nil || s.pending[name]:
+		s.mu.Unlock()
 		return fmt.Errorf("stack %q: %w", name, fusefs.ErrExists)
 	}
+	s.pending[name] = true
+	s.mu.Unlock()
+
 	d, err := s.cfg.Open(spec)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.pending, name)
 	if err != nil {
 		return fmt.Errorf("stack %s=%s: %w", name, spec, err)
+	}
+	if s.stop {
+		d.Close()
+		return errors.New("server is stopping")
 	}
 	if _, err := s.root.Add(name, d); err != nil {
 		d.Close()
@@ -184,11 +205,6 @@ func (s *Server) add(name, spec string) error {
 
 // Add opens spec and serves it as NAME.
 func (s *Server) Add(name, spec string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stop {
-		return errors.New("server is stopping")
-	}
 	if err := s.add(name, spec); err != nil {
 		return err
 	}

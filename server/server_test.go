@@ -74,12 +74,17 @@ func memOpener(spec string) (disk.Disk, error) {
 
 func start(t *testing.T, stacks ...server.Stack) *server.Server {
 	t.Helper()
+	return startWith(t, memOpener, stacks...)
+}
+
+func startWith(t *testing.T, open server.Opener, stacks ...server.Stack) *server.Server {
+	t.Helper()
 	needRoot(t)
 	dir := t.TempDir()
 	mp := filepath.Join(dir, "mnt")
 	os.Mkdir(mp, 0o755)
 	s, err := server.Start(server.Config{
-		Mountpoint: mp, Socket: filepath.Join(dir, "ctl.sock"), Open: memOpener,
+		Mountpoint: mp, Socket: filepath.Join(dir, "ctl.sock"), Open: open,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}, stacks)
 	if err != nil {
@@ -94,6 +99,69 @@ func start(t *testing.T, stacks ...server.Stack) *server.Server {
 	})
 	return s
 }
+
+// A stack that takes long to open (a stalled registry, a path that used to
+// name a FIFO) does not hold the control path: ls, rm of another stack and
+// add of the same name answer meanwhile, and a stack whose open finishes
+// after shutdown began is closed, not served.
+func TestSlowOpenDoesNotHoldControl(t *testing.T) {
+	release, opening := make(chan struct{}), make(chan struct{})
+	var closed sync.WaitGroup
+	open := func(spec string) (disk.Disk, error) {
+		if spec == "slow" {
+			close(opening)
+			<-release
+			closed.Add(1)
+			return &closeCounter{Disk: disk.NewMem(make([]byte, 4096), true), wg: &closed}, nil
+		}
+		return memOpener(spec)
+	}
+	s := startWith(t, open, server.Stack{Name: "a", Spec: "mem:4096"}, server.Stack{Name: "b", Spec: "mem:4096"})
+	call := func(req server.Request) error { _, err := server.Call(s.Socket(), req); return err }
+	added := make(chan error, 1)
+	go func() { added <- call(server.Request{Op: "add", Name: "slow", Spec: "slow"}) }()
+	<-opening
+	done := make(chan error, 1)
+	go func() {
+		done <- errors.Join(call(server.Request{Op: "ls"}), call(server.Request{Op: "rm", Name: "b"}))
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("ls and rm waited for a stack being opened")
+	}
+	if err := call(server.Request{Op: "add", Name: "slow", Spec: "mem:1"}); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Errorf("second add of a name being opened: %v", err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Shutdown() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("shutdown waited for a stack being opened")
+	}
+	close(release)
+	if err := <-added; err == nil || !strings.Contains(err.Error(), "stopping") {
+		t.Errorf("add finishing after shutdown: %v", err)
+	}
+	closed.Wait() // the late stack was closed
+}
+
+// closeCounter marks its Close in wg.
+type closeCounter struct {
+	disk.Disk
+	wg *sync.WaitGroup
+}
+
+func (c *closeCounter) Close() error { c.wg.Done(); return c.Disk.Close() }
 
 func TestControlSocket(t *testing.T) {
 	s := start(t, server.Stack{Name: "a", Spec: "mem:1048576"})
