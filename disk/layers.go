@@ -29,6 +29,7 @@ type FetchInfo struct {
 	AheadHits       int64  // chunks fetched ahead that a reader then used
 	BackgroundBytes int64  // of the bytes, fetched by the background download
 	Background      string // background download state ("" when off)
+	Replay          string // trace replay state ("" when none)
 }
 
 // Layered is implemented by disks made of layers (an LSMT stack).

@@ -18,6 +18,9 @@ type Config struct {
 	Upper       UpperConfig     `json:"upper,omitzero"`
 	ResultFile  string          `json:"resultFile,omitempty"`
 	Download    *DownloadConfig `json:"download,omitempty"`
+	// RecordTracePath records the ranges read from the image's registry
+	// lowers into this file (remote.TraceRecorder).
+	RecordTracePath string `json:"recordTracePath,omitempty"`
 }
 
 // DownloadConfig is overlaybd's `download` block: the background download

@@ -87,7 +87,7 @@ func (l *Layer) Info() disk.LayerInfo {
 			Size: l.blob.Size(), Cached: st.Cached, Verified: st.Verified,
 			Fetches: st.Fetches, FetchedBytes: st.FetchedBytes,
 			AheadFetches: st.AheadFetches, AheadBytes: st.AheadBytes, AheadHits: st.AheadHits,
-			BackgroundBytes: st.BackgroundBytes, Background: st.Background,
+			BackgroundBytes: st.BackgroundBytes, Background: st.Background, Replay: st.Replay,
 		}
 	}
 	return li

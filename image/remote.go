@@ -50,6 +50,9 @@ func openRemoteLower(c *Config, lc LowerConfig, o Options) (*Layer, error) {
 	if d := c.Download; d != nil {
 		ro.Background = remote.BackgroundOptions{Enable: d.Enable, Delay: time.Duration(d.Delay) * time.Second, MaxBytesPerSec: d.MaxMBps << 20}
 	}
+	if c.RecordTracePath != "" {
+		ro.RecordTrace = remote.TraceRecorderFor(c.RecordTracePath)
+	}
 	b, err := remote.OpenBlob(o.context(), c.RepoBlobURL, lc.Digest, lc.Size, ro)
 	if err != nil {
 		return nil, err

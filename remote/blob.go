@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"strings"
@@ -40,6 +41,9 @@ type Blob struct {
 	ra           streams
 	aheadPending atomic.Int64
 	bgState      atomic.Pointer[string]
+	replayState  atomic.Pointer[string]
+	trace        *traceLayer    // recording the ranges read, or nil
+	recorder     *TraceRecorder // saved on Close, or nil
 
 	stats blobCounters
 }
@@ -66,6 +70,7 @@ type Stats struct {
 	Cached     int64  // bytes of the blob in the persistent cache
 	Verified   bool   // the cached blob is complete and matched its digest
 	Background string // background download: "", waiting, running, done, ...
+	Replay     string // trace replay: "", running, done
 }
 
 type blobCounters struct {
@@ -89,6 +94,9 @@ func (b *Blob) Stats() Stats {
 		AheadFetches: b.stats.aheadFetches.Load(), AheadBytes: b.stats.aheadBytes.Load(),
 		AheadHits: b.stats.aheadHits.Load(), BackgroundBytes: b.stats.backgroundBytes.Load(),
 		Cached: b.CachedBytes(), Background: b.backgroundState(),
+	}
+	if p := b.replayState.Load(); p != nil {
+		st.Replay = *p
 	}
 	if b.cf != nil {
 		b.cf.mu.Lock()
@@ -197,6 +205,16 @@ func openRemote(ctx context.Context, cl *client, digest string, size int64, o Op
 	if o.Readahead > 0 {
 		b.ra.max = max(o.Readahead/o.RefillSize, 1)
 	}
+	if o.RecordTrace != nil {
+		b.recorder = o.RecordTrace
+		b.trace = o.RecordTrace.layer(digest, size, o.RefillSize)
+	}
+	if o.Trace != nil {
+		if ranges := o.Trace.Layers[digest]; len(ranges) > 0 {
+			b.replayState.Store(ptr(replayRunning))
+			b.wg.Go(func() { b.replay(ranges) })
+		}
+	}
 	if o.Background.Enable {
 		b.setBackground(bgWaiting)
 		b.wg.Go(func() { b.background(o.Background) })
@@ -257,6 +275,9 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 		return n, err
 	}
 	first, last := off/b.chunk, (off+int64(len(p))-1)/b.chunk
+	if b.trace != nil {
+		b.trace.note(first, last)
+	}
 	if from, to := b.ra.observe(first, last, b.cf.n); from <= to {
 		b.readahead(from, to)
 	}
@@ -583,5 +604,11 @@ func (b *Blob) Close() error {
 	}
 	b.cancel()
 	b.wg.Wait()
-	return b.cf.close()
+	err := b.cf.close()
+	if b.recorder != nil {
+		if serr := b.recorder.Save(); serr != nil {
+			slog.Error("trace not saved", "err", serr)
+		}
+	}
+	return err
 }

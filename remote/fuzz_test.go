@@ -3,6 +3,7 @@ package remote
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"strings"
 	"testing"
 )
 
@@ -39,5 +40,28 @@ func FuzzParseMap(f *testing.F) {
 		}
 		bits := make([]uint64, (n+63)/64)
 		copyBits(bits, m.bitmap, n)
+	})
+}
+
+func FuzzParseTrace(f *testing.F) {
+	f.Add([]byte(`{"version":1,"layers":{"sha256:` + strings.Repeat("ab", 32) + `":[[0,262144],[1048576,524288]]}}`))
+	f.Add([]byte(`{"version":1,"layers":{}}`))
+	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte(`{"version":1,"layers":{"sha256:x":[[-1,5]]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tr, err := ParseTrace(b)
+		if err != nil {
+			return
+		}
+		for d, rs := range tr.Layers {
+			if _, _, err := splitDigest(d); err != nil {
+				t.Fatalf("accepted digest %q", d)
+			}
+			for _, r := range rs {
+				if r[0] < 0 || r[1] <= 0 {
+					t.Fatalf("accepted range %v", r)
+				}
+			}
+		}
 	})
 }

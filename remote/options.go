@@ -54,6 +54,12 @@ type Options struct {
 	MaxInflight int
 	// Background downloads the rest of every blob opened lazily.
 	Background BackgroundOptions
+	// RecordTrace, if set, records the ranges read from every blob (see
+	// trace.go) and saves its file when a blob is closed.
+	RecordTrace *TraceRecorder
+	// Trace, if set, is replayed on every blob it has ranges for: they are
+	// fetched ahead of the readers right after the open.
+	Trace *Trace
 	// Readahead is the largest window a sequential reader's readahead
 	// grows to, in bytes (default 16 MiB; negative turns readahead off).
 	Readahead int64

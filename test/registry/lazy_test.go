@@ -181,3 +181,64 @@ func TestMountBackgroundCLI(t *testing.T) {
 		t.Errorf("stats table:\n%s", out)
 	}
 }
+
+// TestTraceSharedLayers: a trace recorded by `obdfs cat --record-trace` of
+// image A (3 layers) is replayed on a cold open of image B, which shares A's
+// two lower layers: the traced ranges of the shared layers are fetched ahead,
+// so reading them afterwards makes no GET.
+func TestTraceSharedLayers(t *testing.T) {
+	fixture.Oracle(t, "d/l1.lsmt")
+	srv := Start(t, false)
+	p := shaped(t, srv, netshape.Config{}.WithRTT(10*time.Millisecond))
+	l := []string{oracle + "/d/l1.lsmt", oracle + "/d/l2.lsmt", oracle + "/d/l3.lsmt"}
+	mustObdfs(t, nil, "push", "-z", "--insecure", "--layer", l[0], "--layer", l[1], "--layer", l[2], srv.Ref("lazy/a:v1"))
+	mustObdfs(t, nil, "push", "-z", "--insecure", "--layer", l[0], "--layer", l[1], srv.Ref("lazy/b:v1"))
+	trace := filepath.Join(t.TempDir(), "start.trace")
+	refA := "docker://" + p.Addr() + "/lazy/a:v1"
+	mustObdfs(t, nil, "cat", "--insecure", "--cache-dir", t.TempDir(), "--readahead", "0", "--record-trace", trace,
+		"--offset", "1048576", "--length", "8388608", "-o", filepath.Join(t.TempDir(), "out"), refA)
+	tr, err := remote.LoadTrace(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Layers) != 3 {
+		t.Fatalf("trace of a 3-layer image names %d layers", len(tr.Layers))
+	}
+
+	o := remote.Options{CacheDir: t.TempDir(), Keychain: authn.NewMultiKeychain(), Insecure: true, Readahead: -1, Trace: tr}
+	blobs, err := remote.Resolve(context.Background(), "docker://"+p.Addr()+"/lazy/b:v1", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, b := range blobs {
+			b.Close()
+		}
+	}()
+	if len(blobs) != 2 {
+		t.Fatalf("image B has %d layers", len(blobs))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, b := range blobs {
+		ranges := tr.Layers[b.Digest()]
+		if len(ranges) == 0 {
+			t.Fatalf("layer %s of B is not in the trace of A (pushes not reproducible?)", b.Digest())
+		}
+		for b.Stats().Replay != "done" {
+			if time.Now().After(deadline) {
+				t.Fatalf("replay of %s not done", b.Digest())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		st := b.Stats()
+		for _, r := range ranges {
+			if _, err := b.ReadAt(make([]byte, r[1]), r[0]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if after := b.Stats(); after.Fetches != st.Fetches || st.AheadBytes == 0 {
+			t.Errorf("layer %s: %d GETs reading the traced ranges after the replay (replay fetched %d bytes)",
+				b.Digest(), after.Fetches-st.Fetches, st.AheadBytes)
+		}
+	}
+}
