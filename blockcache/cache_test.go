@@ -209,3 +209,52 @@ func BenchmarkColdFill(b *testing.B) {
 		}
 	}
 }
+
+func TestOpenCloseShared(t *testing.T) {
+	c := New(1 << 20)
+	if !c.Shared(42) {
+		t.Error("unknown layer: want Shared (cache everything) when nothing is known")
+	}
+	id := c.Open("l")
+	if c.Shared(id) {
+		t.Error("one reader: Shared")
+	}
+	if id2 := c.Open("l"); id2 != id {
+		t.Fatalf("second Open of the same identity: id %d, want %d", id2, id)
+	}
+	if !c.Shared(id) {
+		t.Error("two readers: not Shared")
+	}
+	if other := c.Open("m"); c.Shared(other) {
+		t.Error("another identity's reader made a new layer Shared")
+	}
+	c.Close(id)
+	if c.Shared(id) {
+		t.Error("after one Close: still Shared")
+	}
+}
+
+func TestPeek(t *testing.T) {
+	c := New(1 << 20)
+	id := c.LayerID("l")
+	k := Key{id, 3}
+	dst := make([]byte, 100)
+	if _, ok := c.Peek(k, 0, dst); ok {
+		t.Fatal("Peek hit an empty cache")
+	}
+	if c.Bytes() != 0 || c.Stats(id).Misses.Load() != 0 {
+		t.Fatal("Peek filled or counted a miss")
+	}
+	if _, err := c.Get(k, 4096, 0, dst[:1], fillPattern(k, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	n, ok := c.Peek(k, 50, dst)
+	ref := make([]byte, 4096)
+	fillPattern(k, 4096)(ref)
+	if !ok || n != 100 || !bytes.Equal(dst, ref[50:150]) {
+		t.Fatalf("Peek after a fill = %d, %v (or wrong bytes)", n, ok)
+	}
+	if h := c.Stats(id).Hits.Load(); h != 1 {
+		t.Errorf("hits = %d, want 1", h)
+	}
+}

@@ -93,8 +93,10 @@ func (l *Layer) Info() disk.LayerInfo {
 	return li
 }
 
-// Close closes the file the layer was opened from, if it owns one.
+// Close ends the layer's registration with the shared cache and closes the
+// file the layer was opened from, if it owns one.
 func (l *Layer) Close() error {
+	l.lf.Close() // the ZFile's cache registration; lf owns no file here
 	if l.closer != nil {
 		return l.closer.Close()
 	}

@@ -150,9 +150,13 @@ func (f *File) BackingReads() (reads, bytes int64) {
 	return f.backing.reads.Load(), f.backing.bytes.Load()
 }
 
-// Close closes the file Open opened by path (OpenPath); a File opened on a
-// caller's io.ReaderAt does not own it, and Close does nothing.
+// Close ends the ZFile reader's registration with the cache (see
+// zfile.Reader.Close) and closes the file Open opened by path (OpenPath); a
+// File opened on a caller's io.ReaderAt does not own it.
 func (f *File) Close() error {
+	if f.ZFile != nil {
+		f.ZFile.Close()
+	}
 	if f.closer != nil {
 		return f.closer.Close()
 	}
@@ -221,6 +225,7 @@ func Open(r io.ReaderAt, size int64, o Options) (*File, error) {
 		return f, nil
 	}
 	if f.LSMT, err = lsmt.NewFile(f.Data, f.DataSize, name); err != nil {
+		f.Close()
 		return nil, err // names the file
 	}
 	return f, nil
@@ -234,6 +239,7 @@ func OpenLayer(r io.ReaderAt, size int64, o Options) (*File, error) {
 		return nil, err
 	}
 	if err := f.needLayer(); err != nil {
+		f.Close()
 		return nil, err
 	}
 	return f, nil

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-
-	"github.com/obdfs/obdfs/blockcache"
 )
 
 const benchSize = 64 << 20
@@ -45,8 +43,9 @@ func BenchmarkReadAt(b *testing.B) {
 					zdata := benchFile(b, algo)
 					var opts []Option
 					if cached {
-						// Holds the whole content: steady state is all hits.
-						opts = append(opts, WithCache(blockcache.New(2*benchSize), "bench"))
+						// Holds the whole content: steady state is all hits
+						// (shared, so that the warm-up scan caches it).
+						opts = append(opts, sharedCache.opts(2*benchSize, "bench")...)
 					}
 					z, err := NewReader(bytes.NewReader(zdata), int64(len(zdata)), opts...)
 					if err != nil {

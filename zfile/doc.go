@@ -18,7 +18,10 @@
 // A block that fails its checksum or does not decode to its exact size is an
 // error for every read that covers it (ErrChecksum or ErrCorrupt wrapped in a
 // *BlockError); ReadAt never returns wrong bytes without an error. With
-// WithCache, decoded blocks are shared through a blockcache.Cache.
+// WithCache, decoded blocks are shared through a blockcache.Cache: blocks
+// read in part, and every block of a layer other Readers have open too; whole
+// blocks of a layer only this Reader has open are decoded straight into the
+// caller's buffer (caching them would cost fresh memory for no later hit).
 //
 // # Writing
 //

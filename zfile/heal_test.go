@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-
-	"github.com/obdfs/obdfs/blockcache"
 )
 
 // healingBacking serves a ZFile whose byte at bad is flipped until the
@@ -59,13 +57,11 @@ func TestSelfHealing(t *testing.T) {
 		{"always bad", 1 << 30, true, 2},
 	}
 	for _, tc := range tests {
-		for _, cached := range []bool{false, true} {
+		for _, cached := range cacheModes {
 			t.Run(fmt.Sprintf("%s/cached=%v", tc.name, cached), func(t *testing.T) {
 				h := &healingBacking{good: zdata, bad: s + 2, heals: tc.heals}
 				opts := []Option{WithName("remote.zfile")}
-				if cached {
-					opts = append(opts, WithCache(blockcache.New(1<<20), "heal"))
-				}
+				opts = append(opts, cached.opts(1<<20, "heal")...)
 				z, err := NewReader(h, int64(len(zdata)), opts...)
 				if err != nil {
 					t.Fatal(err)

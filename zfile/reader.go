@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
@@ -66,7 +67,7 @@ func WithName(name string) Option { return func(o *options) { o.name = name } }
 // WithCache serves decoded blocks through c. layer identifies the content
 // (e.g. its digest): Readers opened with the same identity share blocks, so
 // it must differ for different content. An empty layer gets an identity of
-// its own.
+// its own. The Reader counts as one reader of the layer until Close.
 func WithCache(c *blockcache.Cache, layer string) Option {
 	return func(o *options) { o.cache, o.layer = c, layer }
 }
@@ -121,6 +122,7 @@ type Reader struct {
 	layerID uint64
 	fillers sync.Pool   // *filler, for the cached path
 	inv     Invalidator // non-nil when the backing data can be refetched
+	closed  atomic.Bool
 }
 
 // Invalidator is implemented by backing data that can drop a range and
@@ -254,7 +256,7 @@ func NewReader(r io.ReaderAt, size int64, opts ...Option) (*Reader, error) {
 			// No identity: never share blocks with another Reader.
 			o.layer = fmt.Sprintf("zfile:%s:%p", o.name, z)
 		}
-		z.layerID = o.cache.LayerID(o.layer)
+		z.layerID = o.cache.Open(o.layer)
 		z.fillers.New = func() any { f := &filler{z: z}; f.fn = f.fill; return f }
 	}
 	return z, nil
@@ -317,6 +319,16 @@ func (z *Reader) loadIndex(used Header, usedAt, dataStart int64, ferr func(int64
 			return ferr(usedAt+64, "index CRC", ErrChecksum, "stored %#08x, computed %#08x", used.IndexCRC, crc)
 		}
 		z.info.IndexCRCChecked = true
+	}
+	return nil
+}
+
+// Close releases the Reader's registration with its cache (see
+// blockcache.Cache.Shared). It does not close the backing io.ReaderAt; the
+// Reader stays usable. Idempotent.
+func (z *Reader) Close() error {
+	if z.cache != nil && z.closed.CompareAndSwap(false, true) {
+		z.cache.Close(z.layerID)
 	}
 	return nil
 }
@@ -559,13 +571,34 @@ func (z *Reader) readCached(p []byte, off int64) (int, error) {
 		}
 		z.fillers.Put(f)
 	}()
+	// Whole blocks of a layer no other reader has open are decoded straight
+	// into p unless already cached: the cache would cost fresh memory for
+	// blocks nobody else will ask for (the kernel caches this reader's pages).
+	// Blocks read in part are cached either way, since the neighbouring
+	// reads want the rest of them.
+	shared := z.cache.Shared(z.layerID)
 	end := off + int64(len(p))
 	done := 0
 	for k := first; k <= last; k++ {
 		bstart := int64(k) << z.shift
-		lo, hi := max(off, bstart), min(end, bstart+int64(z.blockLen(k)))
+		blen := z.blockLen(k)
+		lo, hi := max(off, bstart), min(end, bstart+int64(blen))
+		key := blockcache.Key{Layer: z.layerID, Block: int64(k)}
+		dst := p[lo-off : hi-off]
 		f.block = k
-		n, err := z.cache.Get(blockcache.Key{Layer: z.layerID, Block: int64(k)}, z.bs, int(lo-bstart), p[lo-off:hi-off], f.fn)
+		var n int
+		var err error
+		if !shared && lo == bstart && hi == bstart+int64(blen) {
+			var hit bool
+			if n, hit = z.cache.Peek(key, 0, dst); !hit {
+				n, err = f.fill(dst)
+				if st := z.cache.Stats(z.layerID); st != nil && err == nil {
+					st.Direct.Add(1)
+				}
+			}
+		} else {
+			n, err = z.cache.Get(key, z.bs, int(lo-bstart), dst, f.fn)
+		}
 		if err != nil {
 			return done, err
 		}

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"testing/iotest"
-
-	"github.com/obdfs/obdfs/blockcache"
 )
 
 func TestFixtures(t *testing.T) {
@@ -31,11 +29,9 @@ func TestFixtures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
 			data := readFixture(t, tt.file)
-			for _, cached := range []bool{false, true} {
+			for _, cached := range cacheModes {
 				var opts []Option
-				if cached {
-					opts = append(opts, WithCache(blockcache.New(1<<20), tt.file))
-				}
+				opts = append(opts, cached.opts(1<<20, tt.file)...)
 				z, err := NewReader(bytes.NewReader(data), int64(len(data)), append(opts, WithName(tt.file))...)
 				if err != nil {
 					t.Fatal(err)
@@ -146,11 +142,9 @@ func TestIOTest(t *testing.T) {
 	want := readFixture(t, "oracle/a/base.lsmt")[:40000]
 	for _, algo := range []Algorithm{LZ4, Zstd} {
 		zdata := fixtureZFile(t, want, algo)
-		for _, cached := range []bool{false, true} {
+		for _, cached := range cacheModes {
 			var opts []Option
-			if cached {
-				opts = append(opts, WithCache(blockcache.New(1<<20), "iotest"))
-			}
+			opts = append(opts, cached.opts(1<<20, "iotest")...)
 			z, err := NewReader(bytes.NewReader(zdata), int64(len(zdata)), opts...)
 			if err != nil {
 				t.Fatal(err)
@@ -166,12 +160,10 @@ func TestConcurrentReads(t *testing.T) {
 	want := readFixture(t, "oracle/a/base.lsmt")
 	for _, f := range []string{"oracle/b/base.lz4.zfile", "oracle/c/base.zstd.zfile"} {
 		data := readFixture(t, f)
-		for _, cached := range []bool{false, true} {
+		for _, cached := range cacheModes {
 			opts := []Option{WithName(f)}
-			if cached {
-				// Small cache: evictions and refills race with hits.
-				opts = append(opts, WithCache(blockcache.New(64<<10), f))
-			}
+			// Small cache: evictions and refills race with hits.
+			opts = append(opts, cached.opts(64<<10, f)...)
 			z, err := NewReader(bytes.NewReader(data), int64(len(data)), opts...)
 			if err != nil {
 				t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"testing"
 
-	"github.com/obdfs/obdfs/blockcache"
 	"github.com/pierrec/lz4/v4"
 )
 
@@ -204,7 +203,7 @@ func fixtureZFile(t testing.TB, data []byte, algo Algorithm) []byte {
 func TestCorruptBlock(t *testing.T) {
 	data := mixed(200 << 10)
 	for _, algo := range []Algorithm{LZ4, Zstd} {
-		for _, cached := range []bool{false, true} {
+		for _, cached := range cacheModes {
 			t.Run(fmt.Sprintf("%v/cached=%v", algo, cached), func(t *testing.T) {
 				zdata := fixtureZFile(t, data, algo)
 				z0, _ := NewReader(bytes.NewReader(zdata), int64(len(zdata)))
@@ -212,9 +211,7 @@ func TestCorruptBlock(t *testing.T) {
 				s := z0.blockOff(bad)
 				zdata[s+3] ^= 0x40
 				var opts []Option
-				if cached {
-					opts = append(opts, WithCache(blockcache.New(1<<20), "corrupt"))
-				}
+				opts = append(opts, cached.opts(1<<20, "corrupt")...)
 				z, err := NewReader(bytes.NewReader(zdata), int64(len(zdata)), append(opts, WithName("bad.zfile"))...)
 				if err != nil {
 					t.Fatal(err) // open does not read blocks
@@ -390,12 +387,10 @@ func TestAllocs(t *testing.T) {
 	}
 	data := mixed(1 << 20)
 	for _, algo := range []Algorithm{LZ4, Zstd} {
-		for _, cached := range []bool{false, true} {
+		for _, cached := range cacheModes {
 			zdata := fixtureZFile(t, data, algo)
 			var opts []Option
-			if cached {
-				opts = append(opts, WithCache(blockcache.New(4<<20), "allocs"))
-			}
+			opts = append(opts, cached.opts(4<<20, "allocs")...)
 			z, _ := NewReader(bytes.NewReader(zdata), int64(len(zdata)), opts...)
 			buf := make([]byte, 4096)
 			off := int64(0)
