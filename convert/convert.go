@@ -12,6 +12,7 @@
 package convert
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -60,6 +61,9 @@ type Options struct {
 	Platform *v1.Platform
 	// Progress, if not nil, receives events as layers are converted.
 	Progress func(Event)
+	// Context, if not nil, stops a conversion when done: the layer being
+	// applied fails, and its mounts are taken down.
+	Context context.Context
 	Log      *slog.Logger
 }
 
@@ -325,7 +329,7 @@ func (c *Converter) layer(l v1.Layer, below []string, out, uuid string, ev Event
 	}
 	defer rc.Close()
 	ev.Phase, ev.Total = "apply", size
-	cr := &countingReader{r: rc, report: func(n int64) { ev.Done = n; c.event(ev) }}
+	cr := &countingReader{r: rc, ctx: c.o.Context, report: func(n int64) { ev.Done = n; c.event(ev) }}
 	tr, err := build.OpenTar(cr)
 	if err != nil {
 		return err
@@ -358,12 +362,16 @@ func (c *Converter) layer(l v1.Layer, below []string, out, uuid string, ev Event
 
 type countingReader struct {
 	r      io.Reader
+	ctx    context.Context
 	n      int64
 	last   time.Time
 	report func(int64)
 }
 
 func (r *countingReader) Read(p []byte) (int, error) {
+	if r.ctx != nil && r.ctx.Err() != nil {
+		return 0, r.ctx.Err()
+	}
 	n, err := r.r.Read(p)
 	r.n += int64(n)
 	if now := time.Now(); now.Sub(r.last) > 100*time.Millisecond || err == io.EOF {

@@ -39,7 +39,7 @@ func (c *convertCmd) Run() error {
 	if err != nil || vsize <= 0 || vsize%512 != 0 {
 		return fmt.Errorf("convert: --vsize %q: want a positive multiple of 512 bytes such as 64GiB", c.VSize)
 	}
-	o := convert.Options{VirtualSize: vsize, CacheDir: filepath.Clean(c.CacheDir), WorkDir: c.WorkDir}
+	o := convert.Options{VirtualSize: vsize, CacheDir: filepath.Clean(c.CacheDir), WorkDir: c.WorkDir, Context: ctx}
 	if c.NoCache {
 		o.CacheDir = ""
 	}
