@@ -7,7 +7,7 @@ BENCHTIME ?= 1s
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all build deps test test-short fuzz bench bench-go demo test-vm bench-ublk vet clean
+.PHONY: all build deps test test-short fuzz bench bench-go bench-convert demo test-vm bench-ublk vet clean
 
 all: build
 
@@ -43,6 +43,11 @@ fuzz:
 # BENCH_TARGETS, BENCH_TESTS, BENCH_DOC (see the script's header).
 bench: deps build
 	bash test/bench/side-by-side.sh
+
+# obdfs convert side by side with umoci unpack of the same image, and the
+# conversion cache on a second image (test/bench/convert.sh; BENCH_RUNS).
+bench-convert: deps
+	bash test/bench/convert.sh
 
 # The Go benchmarks (testing.B) of every package.
 bench-go:
