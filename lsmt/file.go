@@ -76,6 +76,9 @@ func NewFile(r io.ReaderAt, size int64, name string) (*File, error) {
 	if t.IsHeader() || !t.IsData() || !t.IsSealed() {
 		return nil, formatErr(name, toff, "trailer.flags", "flags %#x: want trailer, data-file and sealed bits", t.Flags)
 	}
+	if err := checkVirtualSize(name, toff, "trailer", t.VirtualSize); err != nil {
+		return nil, err
+	}
 	if t.IndexSize > MaxROIndexSize {
 		e := formatErr(name, toff, "trailer.index_size", "%d records, at most %d", t.IndexSize, MaxROIndexSize)
 		e.Err = ErrIndexTooLarge

@@ -30,6 +30,24 @@ const (
 	dataStart      = HeaderSize / SectorSize
 )
 
+// MaxVirtualSize is the largest virtual size, in bytes, the index's 50-bit
+// sector offsets can address.
+const MaxVirtualSize = MaxOffset * SectorSize
+
+// virtualSizeAt is the byte offset of virtual_size in a header or trailer.
+const virtualSizeAt = 48
+
+// checkVirtualSize refuses a header's virtual size that is not a multiple
+// of 512 or lies past the address space: such a size cannot be served (it
+// would show as a negative or unaligned disk size). at is the header's
+// offset in name; field names it ("trailer", "header").
+func checkVirtualSize(name string, at int64, field string, vs uint64) error {
+	if vs%SectorSize != 0 || vs > MaxVirtualSize {
+		return formatErr(name, at+virtualSizeAt, field+".virtual_size", "%d bytes: not a multiple of %d at most %d", vs, SectorSize, uint64(MaxVirtualSize))
+	}
+	return nil
+}
+
 // Header flags (docs/format-lsmt.md §2.2).
 const (
 	FlagHeader = 1 << 0 // set in a header, clear in a trailer

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -475,10 +476,10 @@ func TestMaxLayers(t *testing.T) {
 }
 
 // docs/format-lsmt.md §7.1: reads at the very end of a disk whose size is not a multiple of
-// 4096 (nor of 512), with and without a writable upper; past the end is
-// io.EOF.
+// 4096, with and without a writable upper; past the end is io.EOF. (A size
+// that is not a multiple of 512 is refused at open: TestAbsurdVirtualSize.)
 func TestReadsAtOddEnd(t *testing.T) {
-	for _, vsize := range []int64{1<<20 + 1536, 1<<20 + 1000} {
+	for _, vsize := range []int64{1<<20 + 1536, 1<<20 + 3584} {
 		last := uint64(vsize-1) / SectorSize
 		l, want := compactLayer(uint64(vsize+SectorSize), []Record{{Offset: last - 3, Length: 4}}, 5)
 		l.vsize = uint64(vsize)
@@ -520,6 +521,40 @@ func TestReadsAtOddEnd(t *testing.T) {
 			}
 		}
 		s.Close()
+	}
+}
+
+// Virtual sizes that cannot be served — not a multiple of 512, past the
+// 50-bit sector address space, past int64 — are refused at open, naming
+// the file and the field, in committed layers and in writable ones.
+func TestAbsurdVirtualSize(t *testing.T) {
+	for _, vs := range []uint64{1<<20 + 1000, 1<<20 + 1, MaxVirtualSize + 512, 1 << 62, 1 << 63, 1<<64 - 512} {
+		l, _ := compactLayer(1<<20, []Record{{Offset: 0, Length: 4}}, 1)
+		l.vsize = vs
+		_, err := NewFile(bytes.NewReader(l.bytes()), int64(len(l.bytes())), "big")
+		if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "big: trailer.virtual_size") || !strings.Contains(err.Error(), strconv.FormatUint(vs, 10)) {
+			t.Errorf("committed layer, virtual size %d: %v", vs, err)
+		}
+		dir := t.TempDir()
+		d, x := filepath.Join(dir, "d"), filepath.Join(dir, "x")
+		w, err := Create(d, x, CreateOptions{VirtualSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		h := newHeader(FlagHeader)
+		h.VirtualSize = vs
+		h.IndexOffset = HeaderSize
+		b, _ := h.MarshalBinary()
+		os.WriteFile(x, b, 0o600)
+		for _, open := range []func() (*RWFile, error){
+			func() (*RWFile, error) { return OpenRW(d, x) },
+			func() (*RWFile, error) { return OpenReadOnly(d, x, ReadOnlyOptions{}) },
+		} {
+			if _, err := open(); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), x+": header.virtual_size") {
+				t.Errorf("writable layer, virtual size %d: %v", vs, err)
+			}
+		}
 	}
 }
 

@@ -58,7 +58,7 @@ type RWFile struct {
 // Create makes a new writable layer: both files are created exclusively
 // with mode 0644 and get their headers.
 func Create(dataPath, indexPath string, o CreateOptions) (*RWFile, error) {
-	if o.VirtualSize < 0 || o.VirtualSize%SectorSize != 0 {
+	if o.VirtualSize < 0 || o.VirtualSize%SectorSize != 0 || o.VirtualSize > MaxVirtualSize {
 		return nil, fmt.Errorf("lsmt %s: virtual size %d: %w", dataPath, o.VirtualSize, ErrAlignment)
 	}
 	u := o.UUID
@@ -270,6 +270,9 @@ func openRW(df, xf *os.File, dataPath, indexPath string, dsize int64, m openMode
 	if !ih.IsHeader() || ih.IsData() || ih.IsSealed() {
 		return nil, formatErr(indexPath, 0, "header.flags", "flags %#x: want an unsealed index-file header", ih.Flags)
 	}
+	if err := checkVirtualSize(indexPath, 0, "header", ih.VirtualSize); err != nil {
+		return nil, err
+	}
 	if ih.IndexOffset != HeaderSize {
 		return nil, formatErr(indexPath, 0, "header.index_offset", "%d, want %d", ih.IndexOffset, HeaderSize)
 	}
@@ -443,7 +446,7 @@ func (f *RWFile) inheritSize(vs int64) {
 // layer has only the data file's header; its data file is resized to
 // 4096+vs, and it cannot shrink.
 func (f *RWFile) SetVirtualSize(vs int64) error {
-	if vs < 0 || vs%SectorSize != 0 {
+	if vs < 0 || vs%SectorSize != 0 || vs > MaxVirtualSize {
 		return fmt.Errorf("lsmt %s: virtual size %d: %w", f.dataPath, vs, ErrAlignment)
 	}
 	if f.readOnly {

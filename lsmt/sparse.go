@@ -76,8 +76,8 @@ func createSparse(dataPath, indexPath string, h *Header) (*RWFile, error) {
 // Opened read-only (m is not modeWrite) nothing is extended: the missing
 // tail reads as the hole it would be.
 func openSparse(df *os.File, dataPath, indexPath string, dh Header, dsize int64, m openMode) (*RWFile, error) {
-	if dh.VirtualSize%SectorSize != 0 || dh.VirtualSize > MaxOffset*SectorSize {
-		return nil, formatErr(dataPath, 48, "header.virtual_size", "%d: not a multiple of %d within the address space", dh.VirtualSize, SectorSize)
+	if err := checkVirtualSize(dataPath, 0, "header", dh.VirtualSize); err != nil {
+		return nil, err
 	}
 	want := HeaderSize + int64(dh.VirtualSize)
 	if dsize > want {
