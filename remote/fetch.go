@@ -87,7 +87,7 @@ func clientFor(repo name.Repository, o Options) (*client, error) {
 	if c := clients.m[k]; c != nil {
 		return c, nil
 	}
-	c := &client{repo: repo, o: o, base: base}
+	c := &client{repo: repo, o: o, base: &countingTransport{next: base}}
 	c.slots[prioRead] = make(chan struct{}, o.MaxInflight)
 	c.slots[prioAhead] = make(chan struct{}, o.MaxInflight)
 	c.slots[prioBackground] = make(chan struct{}, backgroundInflight)
@@ -207,6 +207,7 @@ func (c *client) tries(ctx context.Context, op func() error) error {
 		if !errors.As(err, &r) || ctx.Err() != nil || try >= c.o.Retries {
 			return err
 		}
+		countersFor(c.repo.RegistryStr()).retries.Add(1)
 		wait := c.o.Backoff << (2 * try)
 		if r.after > c.o.Timeout {
 			return fmt.Errorf("%w (the server asks to wait %s; not waiting more than %s)", err, r.after, c.o.Timeout)

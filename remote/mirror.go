@@ -135,7 +135,7 @@ func sameHost(h Host, r name.Registry) bool {
 func endpointTransport(h Host, o Options, mirror bool) (http.RoundTripper, error) {
 	var base http.RoundTripper
 	if o.Transport != nil {
-		base = o.Transport
+		base = &countingTransport{next: o.Transport}
 	} else {
 		t := baseTransport(o).(*http.Transport).Clone()
 		tc, err := h.tlsConfig(t.TLSClientConfig)
@@ -155,7 +155,7 @@ func endpointTransport(h Host, o Options, mirror bool) (http.RoundTripper, error
 		if dial > 0 {
 			t.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
 		}
-		base = t
+		base = &countingTransport{next: t}
 		if mirror {
 			// A fill check that meets a mirror streaming the whole blob
 			// hangs up at once; a small receive window keeps what the
@@ -164,7 +164,7 @@ func endpointTransport(h Host, o Options, mirror bool) (http.RoundTripper, error
 			p := t.Clone()
 			p.DisableKeepAlives = true
 			p.DialContext = (&net.Dialer{Timeout: dial, Control: smallReceiveBuffer}).DialContext
-			return &hostTransport{h: h, mirror: mirror, next: base, probe: p}, nil
+			return &hostTransport{h: h, mirror: mirror, next: base, probe: &countingTransport{next: p}}, nil
 		}
 	}
 	return &hostTransport{h: h, mirror: mirror, next: base}, nil
@@ -267,6 +267,7 @@ func (c *client) fetch(ctx context.Context, digest string, size, off, n int64, s
 		if !mirrorSkip(err, size) {
 			m.state.fail(err, m.cooldown())
 		}
+		countersFor(m.host.Host).fallbacks.Add(1)
 	}
 	return c.fetchHere(ctx, digest, size, off+done, n-done, track, buf)
 }

@@ -30,6 +30,15 @@ type Config struct {
 	Cache      *blockcache.Cache // reported by stats; may be nil
 	Mount      fusefs.MountOptions
 	Log        *slog.Logger // nil means slog.Default()
+	// Observer, if set, wraps each stack's disk as it is added and is told
+	// when it is removed (the metrics package's *Metrics).
+	Observer Observer
+}
+
+// Observer instruments the stacks of a server.
+type Observer interface {
+	Wrap(name string, d disk.Disk) disk.Disk
+	Forget(name string)
 }
 
 // Stack names a spec to serve as MOUNTPOINT/Name.
@@ -195,8 +204,14 @@ func (s *Server) add(name, spec string) error {
 		d.Close()
 		return errors.New("server is stopping")
 	}
+	if s.cfg.Observer != nil {
+		d = s.cfg.Observer.Wrap(name, d)
+	}
 	if _, err := s.root.Add(name, d); err != nil {
 		d.Close()
+		if s.cfg.Observer != nil {
+			s.cfg.Observer.Forget(name)
+		}
 		return err
 	}
 	s.specs[name] = spec
@@ -220,6 +235,9 @@ func (s *Server) Remove(name string, force bool) error {
 		return err
 	}
 	delete(s.specs, name)
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.Forget(name)
+	}
 	s.log.Info("stack removed", "name", name, "force", force)
 	return nil
 }

@@ -16,6 +16,8 @@ pkgs=(
   docker-registry  # real registry on loopback
   apache2-utils    # htpasswd for the registry basic-auth test
   fio jq           # benchmarks (jq reads obdfs stats --json)
+  prometheus       # scrapes obdfs --metrics in the metrics test
+  tinyproxy        # forward proxy for the registry proxy test
   umoci            # the peer the image-conversion tests compare unpacked trees with
 )
 missing=()
@@ -33,6 +35,6 @@ if ((${#missing[@]})); then
 fi
 # The registry package starts a system service on install; tests run their
 # own instances on loopback ports, so keep the packaged one out of the way.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop docker-registry >/dev/null 2>&1 || true; fi
+if command -v systemctl >/dev/null 2>&1; then systemctl stop docker-registry prometheus tinyproxy >/dev/null 2>&1 || true; fi
 pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
 exit 0

@@ -31,6 +31,7 @@ type mountCmd struct {
 	LogFile       string `placeholder:"FILE" help:"Daemon log (default: the mountpoint's .log beside its control socket)."`
 	DebugFUSE     bool   `name:"debug-fuse" help:"Log every FUSE request."`
 	stackFlags
+	metricsFlag
 
 	Mountpoint string   `arg:"" name:"MOUNTPOINT" help:"Directory to mount on." type:"path"`
 	Stacks     []string `arg:"" optional:"" name:"NAME=STACK" help:"Serve STACK as the file MOUNTPOINT/NAME."`
@@ -99,10 +100,20 @@ func (c *mountCmd) Run() error {
 		}
 		return s, nil
 	}
-	s, err := server.Start(server.Config{
+	m, stopMetrics, err := c.startMetrics("fuse", o.Cache)
+	if err != nil {
+		server.NotifyReady(err)
+		return err
+	}
+	defer stopMetrics()
+	cfg := server.Config{
 		Mountpoint: mp, Open: open, Cache: o.Cache, Log: slog.Default(),
 		Mount: fusefs.MountOptions{MaxIO: int(maxIO), ReadAheadKB: c.ReadaheadKB, MaxBackground: c.MaxBackground, Debug: c.DebugFUSE},
-	}, stacks)
+	}
+	if m != nil {
+		cfg.Observer = m
+	}
+	s, err := server.Start(cfg, stacks)
 	server.NotifyReady(err)
 	if err != nil {
 		return err

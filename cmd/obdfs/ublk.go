@@ -37,6 +37,7 @@ type ublkAttachCmd struct {
 	NoRecovery bool   `name:"no-recovery" help:"Create the device without user recovery: it disappears when the server dies."`
 	CacheSize  string `default:"256MiB" placeholder:"SIZE" help:"Decoded-block cache."`
 	stackFlags
+	metricsFlag
 	Stack string `arg:"" name:"STACK" help:"Image config (*.json), layer files (comma-separated, bottom first), docker://REF or oci:DIR[:TAG]."`
 }
 
@@ -69,6 +70,15 @@ func (c *ublkAttachCmd) Run() error {
 	var d disk.Disk = s
 	if c.ReadOnly {
 		d = disk.ReadOnlyView(s)
+	}
+	m, stopMetrics, err := c.startMetrics("ublk", o.Cache)
+	if err != nil {
+		s.Close()
+		return err
+	}
+	defer stopMetrics()
+	if m != nil {
+		d = m.Wrap(c.Stack, d)
 	}
 	opts := ublk.Options{Queues: c.Queues, Depth: c.Depth, MaxIO: int(maxIO),
 		NoUserCopy: c.NoUserCopy, NoRecovery: c.NoRecovery, Logger: slog.Default()}
