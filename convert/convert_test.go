@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -100,8 +101,11 @@ func sourceImage(t *testing.T, tars [][]byte, docker bool, arch string) v1.Image
 	}
 	for i, b := range tars {
 		b := b
-		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil },
-			tarball.WithMediaType(lmt))
+		opts := []tarball.LayerOption{tarball.WithMediaType(lmt)}
+		if arch == "arm64" { // zstd layers too
+			opts = []tarball.LayerOption{tarball.WithCompression(compression.ZStd), tarball.WithMediaType(types.OCILayerZStd)}
+		}
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,7 +155,12 @@ func umociTree(t *testing.T, dir, tag string) map[string]treetest.Entry {
 // snapshots it.
 func obdfsTree(t *testing.T, spec string) map[string]treetest.Entry {
 	t.Helper()
-	st, err := image.Open(spec, image.Options{Remote: remote.Options{CacheDir: t.TempDir(), Platform: "linux/amd64"}})
+	return obdfsTreeOf(t, spec, "linux/amd64")
+}
+
+func obdfsTreeOf(t *testing.T, spec, platform string) map[string]treetest.Entry {
+	t.Helper()
+	st, err := image.Open(spec, image.Options{Remote: remote.Options{CacheDir: t.TempDir(), Platform: platform}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,6 +328,18 @@ func TestConvertDockerArchiveAndIndex(t *testing.T) {
 	}
 	// The converted index is mounted by platform like any overlaybd image.
 	compareTrees(t, want, obdfsTree(t, "oci:"+filepath.Join(tmp, "out")+":multi"))
+	// arm64 (zstd source layers) against the same two tars extracted by Apply.
+	ref := t.TempDir()
+	for _, l := range tars[:2] {
+		if _, err := build.Apply(ref, bytes.NewReader(l), "reference"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantArm, err := treetest.Snapshot(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, wantArm, obdfsTreeOf(t, "oci:"+filepath.Join(tmp, "out")+":multi", "linux/arm64"))
 
 	one, err := New(Options{VirtualSize: 1 << 30, WorkDir: tmp, Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}})
 	if err != nil {
