@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -21,23 +22,46 @@ import (
 // ("ok") or its start-up error to the process that started it (Detach).
 const readyFDEnv = "OBDFS_READY_FD"
 
+// logEnv names the log file a detached daemon removes when it stops
+// cleanly (Detach with removeLog).
+const logEnv = "OBDFS_REMOVE_LOG"
+
 // Detach runs the current program again with args in a new session, its
 // output appended to logPath, and waits until the child reports that its
 // mount is ready (NotifyReady) or fails; the child's start-up error is
-// returned.
-func Detach(args []string, logPath string) error {
+// returned. The run directory is prepared (PrepareRunDir) and the log opened
+// 0600 without following a symlink. With removeLog (the default log path),
+// a log this call created is removed if start-up fails (the error is
+// returned here), and the daemon removes it when it stops cleanly.
+func Detach(args []string, logPath string, removeLog bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(RunDir(), 0o755); err != nil {
+	if err := PrepareRunDir(RunDir()); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	flags := os.O_WRONLY | os.O_APPEND | unix.O_NOFOLLOW
+	created := true
+	logf, err := os.OpenFile(logPath, flags|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		created = false
+		logf, err = os.OpenFile(logPath, flags, 0)
+	}
 	if err != nil {
 		return fmt.Errorf("daemon log: %w", err)
 	}
 	defer logf.Close()
+	env := os.Environ()
+	if removeLog {
+		env = append(env, logEnv+"="+logPath)
+	}
+	startErr := func(err error) error {
+		if removeLog && created {
+			os.Remove(logPath)
+		}
+		return err
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -46,11 +70,11 @@ func Detach(args []string, logPath string) error {
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{w} // fd 3
-	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	cmd.Env = append(env, readyFDEnv+"=3")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()
-		return fmt.Errorf("starting daemon: %w", err)
+		return startErr(fmt.Errorf("starting daemon: %w", err))
 	}
 	w.Close()
 	exited := make(chan error, 1)
@@ -66,9 +90,9 @@ func Detach(args []string, logPath string) error {
 	case <-time.After(5 * time.Second):
 	}
 	if line == "" {
-		line = "daemon exited before the mount was ready; see " + logPath
+		return fmt.Errorf("daemon exited before the mount was ready; see %s", logPath)
 	}
-	return errors.New(line)
+	return startErr(errors.New(line))
 }
 
 // NotifyReady tells the process that started this one with Detach how
@@ -104,7 +128,11 @@ func (s *Server) ServeUntilSignal() error {
 	for {
 		select {
 		case <-s.Done():
-			return s.Wait()
+			err := s.Wait()
+			if p := os.Getenv(logEnv); p != "" && err == nil {
+				os.Remove(p) // a clean stop: nothing in it is needed
+			}
+			return err
 		case sg := <-sig:
 			s.log.Info("signal: stopping", "signal", sg)
 			if err := s.Shutdown(); err != nil {

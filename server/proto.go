@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/obdfs/obdfs/disk"
@@ -48,6 +50,10 @@ var ErrNoDaemon = errors.New("no obdfs daemon answers")
 
 // Call sends req to the daemon listening on socket.
 func Call(socket string, req Request) (*Response, error) {
+	// A socket in a directory another user controls may not be ours.
+	if err := checkRunDir(filepath.Dir(socket)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	c, err := net.DialTimeout("unix", socket, 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("%w on %s: %v", ErrNoDaemon, socket, err)

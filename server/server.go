@@ -137,7 +137,7 @@ func checkMountpoint(mp string) error {
 // listen claims the socket; a socket file nobody answers on is stale (a
 // killed daemon) and replaced.
 func listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := PrepareRunDir(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {

@@ -3,15 +3,21 @@ package server
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // RunDir is the directory of control sockets and daemon logs:
 // $OBDFS_RUN_DIR, else /run/obdfs for root, else $XDG_RUNTIME_DIR/obdfs,
-// else /tmp/obdfs-UID.
+// else /tmp/obdfs-UID. The last is a predictable name in a directory
+// everyone can write, so it is only used after PrepareRunDir has checked
+// that this user made it and nobody else can write to it.
 func RunDir() string {
 	if d := os.Getenv("OBDFS_RUN_DIR"); d != "" {
 		return d
@@ -23,6 +29,42 @@ func RunDir() string {
 		return filepath.Join(d, "obdfs")
 	}
 	return fmt.Sprintf("/tmp/obdfs-%d", os.Geteuid())
+}
+
+// PrepareRunDir creates dir with mode 0700 if it does not exist, and checks
+// that it (new or old) is a real directory, not a symlink, owned by this
+// user and writable by nobody else. Another user who created the directory
+// first could otherwise plant a symlink where the daemon appends its log,
+// or own the socket path.
+func PrepareRunDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("run directory: %w", err)
+		}
+		// A missing parent ($OBDFS_RUN_DIR/a/b): made like MkdirAll.
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("run directory: %w", err)
+		}
+	}
+	return checkRunDir(dir)
+}
+
+// checkRunDir refuses a run directory another user controls.
+func checkRunDir(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("run directory %s: %w", dir, err)
+	}
+	uid := uint32(os.Geteuid())
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("run directory %s is not a directory (a symlink?); refusing it: remove it or set OBDFS_RUN_DIR", dir)
+	case st.Uid != uid:
+		return fmt.Errorf("run directory %s is owned by uid %d, not %d; refusing it: remove it or set OBDFS_RUN_DIR", dir, st.Uid, uid)
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("run directory %s has mode %#o, writable by others; refusing it: chmod 700 it or set OBDFS_RUN_DIR", dir, st.Mode&0o7777)
+	}
+	return nil
 }
 
 // CleanMountpoint makes dir absolute and resolves symlinks in its parent

@@ -85,7 +85,7 @@ func (c *mountCmd) Run() error {
 		if logPath == "" {
 			logPath = server.LogPath(mp)
 		}
-		return server.Detach(append(os.Args[1:], "--foreground"), logPath)
+		return server.Detach(append(os.Args[1:], "--foreground"), logPath, c.LogFile == "")
 	}
 
 	o, err := c.imageOptions(blockcache.New(cacheSize))

@@ -1,11 +1,15 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestNonRegularLayers: a FIFO (or a directory, or a device) named as a
@@ -48,5 +52,71 @@ func TestNonRegularLayers(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(mp, "x")); err == nil {
 		t.Error("a refused stack is served")
+	}
+}
+
+// obdfsEnv runs obdfs with extra environment variables.
+func obdfsEnv(t *testing.T, env []string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(obdfsBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("obdfs %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// TestDaemonLogs: the daemon log is private (0600 in a 0700 run
+// directory), a symlink planted at its path is refused rather than
+// followed, a mount that fails leaves no log, and a clean stop removes it.
+func TestDaemonLogs(t *testing.T) {
+	needRoot(t)
+	needFixtures(t)
+	rd := filepath.Join(t.TempDir(), "run")
+	env := []string{"OBDFS_RUN_DIR=" + rd}
+	layer := filepath.Join(fixtures, "d/l1.lsmt")
+	mp := filepath.Join(t.TempDir(), "mnt")
+	os.Mkdir(mp, 0o755)
+	t.Cleanup(func() { obdfsEnv(t, env, "umount", mp); unix.Unmount(mp, unix.MNT_DETACH) })
+	logs := func() []string { m, _ := filepath.Glob(filepath.Join(rd, "*.log")); return m }
+
+	if _, err := obdfsEnv(t, env, "mount", mp, "a="+filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("mount of a missing layer succeeded")
+	}
+	if l := logs(); len(l) != 0 {
+		t.Errorf("a failed mount left %v", l)
+	}
+	if _, err := obdfsEnv(t, env, "mount", mp, "a="+layer); err != nil {
+		t.Fatal(err)
+	}
+	l := logs()
+	if len(l) != 1 {
+		t.Fatalf("logs while serving: %v", l)
+	}
+	if st, err := os.Stat(l[0]); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("log %s: %v %v", l[0], st.Mode(), err)
+	}
+	if st, err := os.Stat(rd); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("run directory: %v %v", st.Mode(), err)
+	}
+	if _, err := obdfsEnv(t, env, "umount", mp); err != nil {
+		t.Fatal(err)
+	}
+	if l := logs(); len(l) != 0 {
+		t.Errorf("a clean stop left %v", l)
+	}
+
+	// Another user's trick: the log path is a symlink to a file of the victim.
+	victim := filepath.Join(t.TempDir(), "bashrc")
+	os.WriteFile(victim, []byte("keep\n"), 0o644)
+	if err := os.Symlink(victim, l[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obdfsEnv(t, env, "mount", mp, "a="+layer); err == nil {
+		t.Error("mount followed a symlink planted at its log path")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep\n" {
+		t.Errorf("the symlink's target was written: %q", b)
 	}
 }
