@@ -265,3 +265,23 @@ func FuzzParseConfig(f *testing.F) {
 }
 
 var _ = errors.New
+
+func TestAbsSpec(t *testing.T) {
+	wd, _ := os.Getwd()
+	for _, tc := range []struct{ in, want string }{
+		{"a.commit", wd + "/a.commit"},
+		{"a.commit, /x/b.commit", wd + "/a.commit,/x/b.commit"},
+		{"cfg/config.v1.json", wd + "/cfg/config.v1.json"},
+		{"oci:img:v1", "oci:" + wd + "/img:v1"},
+		{"oci:/abs/img", "oci:/abs/img"},
+		{"docker://host/repo:tag", "docker://host/repo:tag"},
+		{"ftp://x", "ftp://x"},
+	} {
+		if got, err := AbsSpec(tc.in); err != nil || got != tc.want {
+			t.Errorf("AbsSpec(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	if _, err := AbsSpec("a,,b"); !errors.Is(err, ErrSpec) {
+		t.Errorf("empty layer name: %v", err)
+	}
+}

@@ -98,6 +98,35 @@ func Open(spec string, o Options) (*Stack, error) {
 	}
 }
 
+// AbsSpec makes the local paths of a STACK spec absolute against the
+// current directory, so the spec means the same to a daemon running
+// elsewhere (stack add). docker:// specs are returned as they are.
+func AbsSpec(spec string) (string, error) {
+	spec = strings.TrimSpace(spec)
+	if isRemoteSpec(spec) {
+		if rest, ok := strings.CutPrefix(spec, "oci:"); ok {
+			abs, err := filepath.Abs(rest) // DIR[:TAG]: the tag rides along
+			return "oci:" + abs, err
+		}
+		return spec, nil
+	}
+	if scheme, _, ok := strings.Cut(spec, "://"); ok && !strings.ContainsAny(scheme, "/,") {
+		return spec, nil // an unknown scheme: Open says so
+	}
+	parts := strings.Split(spec, ",")
+	for i, p := range parts {
+		if p = strings.TrimSpace(p); p == "" {
+			return "", fmt.Errorf("%w: %q: empty layer name", ErrSpec, spec)
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", err
+		}
+		parts[i] = abs
+	}
+	return strings.Join(parts, ","), nil
+}
+
 // OpenConfig opens the layers a parsed config names.
 func OpenConfig(c *Config, o Options) (_ *Stack, err error) {
 	s := &Stack{}

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/obdfs/obdfs/fusefs"
+	"github.com/obdfs/obdfs/image"
 	"github.com/obdfs/obdfs/server"
 )
 
@@ -59,7 +60,12 @@ func (c *stackAddCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	_, err = call(c.Mountpoint, server.Request{Op: "add", Name: st[0].Name, Spec: st[0].Spec})
+	// The daemon runs in another directory: relative paths are ours.
+	spec, err := image.AbsSpec(st[0].Spec)
+	if err != nil {
+		return err
+	}
+	_, err = call(c.Mountpoint, server.Request{Op: "add", Name: st[0].Name, Spec: spec})
 	return err
 }
 

@@ -120,3 +120,40 @@ func TestDaemonLogs(t *testing.T) {
 		t.Errorf("the symlink's target was written: %q", b)
 	}
 }
+
+// TestStackAddRelative: `stack add` resolves a relative STACK against the
+// caller's directory, not the daemon's: a layer of the same name in the
+// daemon's directory is not what gets served.
+func TestStackAddRelative(t *testing.T) {
+	needRoot(t)
+	needFixtures(t)
+	daemonDir, callerDir := t.TempDir(), t.TempDir()
+	for dir, src := range map[string]string{daemonDir: "d/l1.lsmt", callerDir: "d/l2.lsmt"} {
+		b, err := os.ReadFile(filepath.Join(fixtures, src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "layer.lsmt"), b, 0o644)
+	}
+	mp := filepath.Join(t.TempDir(), "mnt")
+	os.Mkdir(mp, 0o755)
+	cmd := exec.Command(obdfsBin, "mount", mp, "base=layer.lsmt")
+	cmd.Dir = daemonDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { unmount(t, mp) })
+	cmd = exec.Command(obdfsBin, "stack", "add", mp, "rel=layer.lsmt")
+	cmd.Dir = callerDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("stack add: %v\n%s", err, out)
+	}
+	want := filepath.Join(t.TempDir(), "want.raw")
+	mustObdfs(t, "cat", "-o", want, filepath.Join(callerDir, "layer.lsmt"))
+	if fileSHA(t, filepath.Join(mp, "rel")) != fileSHA(t, want) {
+		t.Fatal("stack add did not serve the caller's layer.lsmt")
+	}
+	if ls := mustObdfs(t, "stack", "ls", mp); !strings.Contains(ls, filepath.Join(callerDir, "layer.lsmt")) {
+		t.Fatalf("stack ls does not show the caller's absolute path:\n%s", ls)
+	}
+}
