@@ -7,7 +7,7 @@ BENCHTIME ?= 1s
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all build deps test test-short fuzz bench bench-go bench-convert demo test-vm bench-ublk vet clean
+.PHONY: all build deps test test-short fuzz bench bench-go bench-convert bench-lazy demo test-vm bench-ublk vet clean
 
 all: build
 
@@ -48,6 +48,14 @@ bench: deps build
 # conversion cache on a second image (test/bench/convert.sh; BENCH_RUNS).
 bench-convert: deps
 	bash test/bench/convert.sh
+
+# Lazy registry reads (test/bench/lazy.sh): a real image in docker-registry
+# behind the shaping proxy at several RTTs and bandwidths; obdfs lazy, with
+# trace replay, with background download, eager pull, and
+# qemu-storage-daemon's http driver; medians into docs/PERFORMANCE.md.
+# Tunables: BENCH_NETS, BENCH_RUNS, BENCH_ROWS, BENCH_WORKLOADS, BENCH_DIR.
+bench-lazy: deps build
+	bash test/bench/lazy.sh
 
 # The Go benchmarks (testing.B) of every package.
 bench-go:

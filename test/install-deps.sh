@@ -10,6 +10,7 @@ pkgs=(
   qemu-utils       # qemu-img info/compare
   qemu-system-x86  # qemu for the ublk VM tests and qemu-storage-daemon peer
   qemu-system-common
+  qemu-block-extra # qemu's http (curl) block driver: the lazy-read peer
   busybox-static   # initramfs for the ublk VM tests
   cpio xz-utils kmod zstd
   gcc make         # out-of-tree ublk_drv build for the 6.1 guest kernel
