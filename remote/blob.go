@@ -478,7 +478,7 @@ func (b *Blob) fetchRun(r run, p prio, held bool) (err error) {
 		}
 		return nil
 	}
-	err = b.cl.fetch(b.ctx, b.digest, b.size, off, end-off, sink, buf)
+	err = b.cl.fetch(withPrio(b.ctx, p), b.digest, b.size, off, end-off, sink, buf)
 	if err == nil {
 		b.stats.fetches.Add(1)
 		if p == prioAhead {

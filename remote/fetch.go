@@ -46,13 +46,15 @@ type client struct {
 }
 
 type clientKey struct {
-	repo     string
-	insecure bool
-	keychain authn.Keychain
-	base     http.RoundTripper
-	timeout  time.Duration
-	retries  int
-	hostsDir string
+	repo      string
+	insecure  bool
+	keychain  authn.Keychain
+	base      http.RoundTripper
+	timeout   time.Duration
+	retries   int
+	hostsDir  string
+	p2p       string
+	dragonfly bool
 }
 
 var clients = struct {
@@ -66,28 +68,34 @@ func baseTransport(o Options) http.RoundTripper {
 		return o.Transport
 	}
 	t := ggcrremote.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy, _ = proxyFunc(o.Proxy) // checked by withDefaults
 	if o.Insecure {
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
 	}
 	return t
 }
 
-var defaultBases sync.Map // bool (insecure) -> http.RoundTripper
+var defaultBases sync.Map // baseKey -> http.RoundTripper
+
+type baseKey struct {
+	insecure bool
+	proxy    string
+}
 
 func clientFor(repo name.Repository, o Options) (*client, error) {
 	base := o.Transport
 	if base == nil {
-		b, _ := defaultBases.LoadOrStore(o.Insecure, baseTransport(o))
+		b, _ := defaultBases.LoadOrStore(baseKey{o.Insecure, o.Proxy}, baseTransport(o))
 		base = b.(http.RoundTripper)
 	}
 	k := clientKey{repo: repo.Name(), insecure: o.Insecure, keychain: o.Keychain, base: base, timeout: o.Timeout, retries: o.Retries,
-		hostsDir: o.HostsDir}
+		hostsDir: o.HostsDir, p2p: o.P2P, dragonfly: o.Dragonfly}
 	clients.Lock()
 	defer clients.Unlock()
 	if c := clients.m[k]; c != nil {
 		return c, nil
 	}
-	c := &client{repo: repo, o: o, base: &countingTransport{next: base}}
+	c := &client{repo: repo, o: o, base: wrapBlobs(&countingTransport{next: base}, o)}
 	c.slots[prioRead] = make(chan struct{}, o.MaxInflight)
 	c.slots[prioAhead] = make(chan struct{}, o.MaxInflight)
 	c.slots[prioBackground] = make(chan struct{}, backgroundInflight)

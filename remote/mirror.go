@@ -164,10 +164,10 @@ func endpointTransport(h Host, o Options, mirror bool) (http.RoundTripper, error
 			p := t.Clone()
 			p.DisableKeepAlives = true
 			p.DialContext = (&net.Dialer{Timeout: dial, Control: smallReceiveBuffer}).DialContext
-			return &hostTransport{h: h, mirror: mirror, next: base, probe: &countingTransport{next: p}}, nil
+			return &hostTransport{h: h, mirror: mirror, next: wrapBlobs(base, o), probe: &countingTransport{next: p}}, nil
 		}
 	}
-	return &hostTransport{h: h, mirror: mirror, next: base}, nil
+	return &hostTransport{h: h, mirror: mirror, next: wrapBlobs(base, o)}, nil
 }
 
 // setupHosts gives c the endpoints of o.HostsDir for its registry: mirrors

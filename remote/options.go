@@ -75,6 +75,14 @@ type Options struct {
 	// MirrorCooldown is how long a failed mirror is passed over at first
 	// (default DefaultMirrorCooldown; doubled for each further failure).
 	MirrorCooldown time.Duration
+	// Proxy is the HTTP proxy of every request (http://HOST:PORT; hosts in
+	// NO_PROXY go direct); "" means HTTP_PROXY/HTTPS_PROXY/NO_PROXY.
+	Proxy string
+	// P2P is overlaybd's p2pConfig.address: blob GETs are sent to
+	// P2P/<registry blob URL> (p2p.go); "" means off.
+	P2P string
+	// Dragonfly adds Dragonfly's request headers (priority) to blob GETs.
+	Dragonfly bool
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -120,6 +128,14 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Background.Delay < 0 || o.Background.MaxBytesPerSec < 0 {
 		return o, fmt.Errorf("remote: negative background delay or rate")
 	}
+	if _, err := proxyFunc(o.Proxy); err != nil {
+		return o, fmt.Errorf("remote: %w", err)
+	}
+	p2p, err := p2pAddress(o.P2P)
+	if err != nil {
+		return o, fmt.Errorf("remote: %w", err)
+	}
+	o.P2P = p2p
 	if o.UserAgent == "" {
 		o.UserAgent = "obdfs"
 	}

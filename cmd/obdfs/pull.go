@@ -26,11 +26,14 @@ type pullCmds struct {
 // remoteFlags are the registry options; mount takes the same ones for
 // docker:// and oci: stacks.
 type remoteFlags struct {
-	CacheDir string `default:"/var/cache/obdfs" placeholder:"DIR" help:"Persistent cache of registry blobs."`
-	CacheMax string `default:"4GiB" placeholder:"SIZE" help:"Bound of the blob cache; least recently used blobs not in use are evicted."`
-	Insecure bool   `help:"Allow plain HTTP and unverified TLS to the registry."`
-	Platform string `default:"linux/amd64" placeholder:"OS/ARCH[/VARIANT]" help:"Image to pick from a multi-platform index."`
-	HostsDir string `name:"hosts-dir" default:"/etc/containerd/certs.d" placeholder:"DIR" help:"containerd registry host configuration (HOST/hosts.toml: mirrors, TLS, headers); \"\" for none."`
+	CacheDir  string `default:"/var/cache/obdfs" placeholder:"DIR" help:"Persistent cache of registry blobs."`
+	CacheMax  string `default:"4GiB" placeholder:"SIZE" help:"Bound of the blob cache; least recently used blobs not in use are evicted."`
+	Insecure  bool   `help:"Allow plain HTTP and unverified TLS to the registry."`
+	Platform  string `default:"linux/amd64" placeholder:"OS/ARCH[/VARIANT]" help:"Image to pick from a multi-platform index."`
+	HostsDir  string `name:"hosts-dir" default:"/etc/containerd/certs.d" placeholder:"DIR" help:"containerd registry host configuration (HOST/hosts.toml: mirrors, TLS, headers); \"\" for none."`
+	Proxy     string `placeholder:"URL" help:"HTTP proxy for every registry request, redirected blob URLs included (hosts in NO_PROXY go direct; default: HTTP_PROXY/HTTPS_PROXY/NO_PROXY)."`
+	P2P       string `name:"p2p-address" placeholder:"ADDR" help:"overlaybd's P2P mode: GET blobs as ADDR/<registry blob URL> from a P2P agent (p2pConfig.address)."`
+	Dragonfly bool   `help:"Send Dragonfly's request headers (X-Dragonfly-Priority: 6 for reads, 3 for readahead and background) with blob GETs."`
 }
 
 // stackFlags are the flags of every command that opens a STACK: the
@@ -60,7 +63,8 @@ func (f remoteFlags) options() (remote.Options, error) {
 	if err != nil || max <= 0 {
 		return remote.Options{}, fmt.Errorf("--cache-max %q: want a size such as 4GiB", f.CacheMax)
 	}
-	return remote.Options{CacheDir: f.CacheDir, CacheMax: max, Insecure: f.Insecure, Platform: f.Platform, HostsDir: f.HostsDir}, nil
+	return remote.Options{CacheDir: f.CacheDir, CacheMax: max, Insecure: f.Insecure, Platform: f.Platform, HostsDir: f.HostsDir,
+		Proxy: f.Proxy, P2P: f.P2P, Dragonfly: f.Dragonfly}, nil
 }
 
 type pullCmd struct {
