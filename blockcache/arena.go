@@ -68,9 +68,7 @@ func (a *arena) get(size int) []byte {
 		if err != nil {
 			return make([]byte, size, n) // no mapping: the Go heap still works
 		}
-		// Best effort: either makes first touches cheap; neither is needed.
-		_ = unix.Madvise(m, unix.MADV_HUGEPAGE)
-		_ = unix.Madvise(m, unix.MADV_POPULATE_WRITE)
+		adviseSlab(m)
 		*a.slabs = append(*a.slabs, m)
 		a.cur = m
 	}

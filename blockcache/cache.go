@@ -89,6 +89,10 @@ func (c *Cache) MaxBytes() int64 { return c.maxBytes }
 func (c *Cache) LayerID(identity string) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.layerIDLocked(identity)
+}
+
+func (c *Cache) layerIDLocked(identity string) uint64 {
 	if id, ok := c.ids[identity]; ok {
 		return id
 	}
@@ -101,31 +105,73 @@ func (c *Cache) LayerID(identity string) uint64 {
 	return id
 }
 
-// Open registers one reader of a layer identity (see LayerID) and returns
-// the layer's id; the reader calls Close(id) when it is done. The count of
-// open readers is what Shared reports.
-func (c *Cache) Open(identity string) uint64 {
-	id := c.LayerID(identity)
-	c.Stats(id).opens.Add(1)
-	return id
+// Layer is one reader's view of a layer identity in the cache, between
+// Open and Close: it is the cache a zfile.Reader takes (zfile.Cache).
+type Layer struct {
+	c      *Cache
+	id     uint64
+	st     *LayerStats
+	closed atomic.Bool
 }
 
-// Close ends one Open of layer id.
-func (c *Cache) Close(id uint64) {
-	if st := c.Stats(id); st != nil {
-		st.opens.Add(-1)
+// Open registers one reader of a layer identity (see LayerID); the reader
+// calls Close on the returned Layer when it is done. The count of open
+// readers is what Shared reports. An empty identity gets one of its own,
+// shared with no other reader.
+func (c *Cache) Open(identity string) *Layer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if identity == "" {
+		// NUL-prefixed: no digest or file identity looks like it.
+		identity = fmt.Sprintf("\x00anonymous:%d", c.nextIDs)
 	}
+	id := c.layerIDLocked(identity)
+	st := (*c.layers.Load())[id]
+	st.opens.Add(1)
+	return &Layer{c: c, id: id, st: st}
 }
 
-// Shared reports whether two or more readers have layer id open, so that a
+// Close ends the reader's Open. It is idempotent; the Layer stays usable
+// (only the count of readers drops).
+func (l *Layer) Close() error {
+	if l.closed.CompareAndSwap(false, true) {
+		l.st.opens.Add(-1)
+	}
+	return nil
+}
+
+// ID is the layer's id (the Layer field of its Keys).
+func (l *Layer) ID() uint64 { return l.id }
+
+// Stats returns the layer's counters.
+func (l *Layer) Stats() *LayerStats { return l.st }
+
+// Shared reports whether two or more readers have the layer open, so that a
 // block one of them decodes may well be read by another. A reader of a layer
 // nobody else has open can decode whole blocks straight into its caller's
 // buffer: caching them would only cost fresh memory (on a cold daemon, the
 // kernel zeroing every page the cache touches, which measured at 14x the
 // decoding itself) for blocks the kernel's page cache holds anyway.
-func (c *Cache) Shared(id uint64) bool {
-	st := c.Stats(id)
-	return st == nil || st.opens.Load() >= 2
+func (l *Layer) Shared() bool { return l.st.opens.Load() >= 2 }
+
+// ReadBlock copies bytes [off, off+len(dst)) of decoded block number block
+// into dst and returns the count. whole says dst is the entire block: then,
+// unless the layer is Shared, a block not already cached is decoded
+// straight into dst (fill(dst)) and not kept. Otherwise it is Get: on a
+// miss fill decodes into a cache buffer of len size.
+func (l *Layer) ReadBlock(block int64, size, off int, dst []byte, whole bool, fill func(buf []byte) (int, error)) (int, error) {
+	k := Key{Layer: l.id, Block: block}
+	if whole && !l.Shared() {
+		if n, hit := l.c.Peek(k, 0, dst); hit {
+			return n, nil
+		}
+		n, err := fill(dst)
+		if err == nil {
+			l.st.Direct.Add(1)
+		}
+		return n, err
+	}
+	return l.c.Get(k, size, off, dst, fill)
 }
 
 // Stats returns the counters of a layer id (nil if unknown).

@@ -212,25 +212,30 @@ func BenchmarkColdFill(b *testing.B) {
 
 func TestOpenCloseShared(t *testing.T) {
 	c := New(1 << 20)
-	if !c.Shared(42) {
-		t.Error("unknown layer: want Shared (cache everything) when nothing is known")
-	}
-	id := c.Open("l")
-	if c.Shared(id) {
+	l := c.Open("l")
+	if l.Shared() {
 		t.Error("one reader: Shared")
 	}
-	if id2 := c.Open("l"); id2 != id {
-		t.Fatalf("second Open of the same identity: id %d, want %d", id2, id)
+	l2 := c.Open("l")
+	if l2.ID() != l.ID() {
+		t.Fatalf("second Open of the same identity: id %d, want %d", l2.ID(), l.ID())
 	}
-	if !c.Shared(id) {
+	if !l.Shared() || !l2.Shared() {
 		t.Error("two readers: not Shared")
 	}
-	if other := c.Open("m"); c.Shared(other) {
+	if other := c.Open("m"); other.Shared() {
 		t.Error("another identity's reader made a new layer Shared")
 	}
-	c.Close(id)
-	if c.Shared(id) {
+	if a, b := c.Open(""), c.Open(""); a.ID() == b.ID() || a.Shared() {
+		t.Error("two readers without identity share a layer")
+	}
+	l2.Close()
+	l2.Close() // idempotent: must not end l's share
+	if l.Shared() {
 		t.Error("after one Close: still Shared")
+	}
+	if l.Stats().opens.Load() != 1 {
+		t.Errorf("opens %d after a double Close, want 1", l.Stats().opens.Load())
 	}
 }
 

@@ -189,11 +189,17 @@ func Open(r io.ReaderAt, size int64, o Options) (*File, error) {
 			data = &invalidatingSection{SectionReader: member, base: base, inv: inv}
 		}
 		opts := []zfile.Option{zfile.WithName(name)}
+		var cache *blockcache.Layer
 		if o.Cache != nil {
-			opts = append(opts, zfile.WithCache(o.Cache, o.CacheKey))
+			// One reader of the content until f.Close (zfile.Reader.Close).
+			cache = o.Cache.Open(o.CacheKey)
+			opts = append(opts, zfile.WithCache(cache))
 		}
 		zr, err := zfile.NewReader(data, member.Size(), opts...)
 		if err != nil {
+			if cache != nil {
+				cache.Close()
+			}
 			return nil, err // names the file
 		}
 		f.ZFile, f.Kind.ZFile = zr, true

@@ -380,7 +380,7 @@ func (cf *cacheFile) persist() error {
 		cf.mu.Unlock()
 		return fmt.Errorf("cache %s: saving map: %w", cf.path, err)
 	}
-	if err := unix.Fdatasync(int(cf.f.Fd())); err != nil {
+	if err := datasync(cf.f); err != nil {
 		return fail(err)
 	}
 	if err := atomicfile.WriteFile(cf.path+".map", buf, 0o600); err != nil {

@@ -26,5 +26,5 @@ func (m cacheMode) opts(size int64, layer string) []Option {
 	if m == sharedCache {
 		c.Open(layer) // the other reader
 	}
-	return []Option{WithCache(c, layer)}
+	return []Option{WithCache(c.Open(layer))}
 }

@@ -34,7 +34,7 @@ func TestCachePolicy(t *testing.T) {
 			for range tc.others {
 				c.Open("l")
 			}
-			z, err := NewReader(bytes.NewReader(zdata), int64(len(zdata)), WithCache(c, "l"))
+			z, err := NewReader(bytes.NewReader(zdata), int64(len(zdata)), WithCache(c.Open("l")))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -45,7 +45,7 @@ func TestCachePolicy(t *testing.T) {
 					t.Fatalf("ReadAt(%d, %d) = %d, %v (or wrong bytes)", r.off, r.len, n, err)
 				}
 			}
-			st := c.Stats(z.layerID)
+			st := c.Stats(c.LayerID("l"))
 			if m, d, h := st.Misses.Load(), st.Direct.Load(), st.Hits.Load(); m != tc.wantMisses || d != tc.wantDirect || h != tc.wantHits {
 				t.Errorf("misses %d direct %d hits %d, want %d %d %d", m, d, h, tc.wantMisses, tc.wantDirect, tc.wantHits)
 			}
@@ -64,7 +64,7 @@ func TestCloseEndsSharing(t *testing.T) {
 	zdata := fixtureZFile(t, data, Zstd)
 	c := blockcache.New(1 << 20)
 	open := func() *Reader {
-		z, err := NewReader(bytes.NewReader(zdata), int64(len(zdata)), WithCache(c, "l"))
+		z, err := NewReader(bytes.NewReader(zdata), int64(len(zdata)), WithCache(c.Open("l")))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +80,7 @@ func TestCloseEndsSharing(t *testing.T) {
 	if _, err := a.ReadAt(buf, 8192); err != nil || !bytes.Equal(buf, data[8192:16384]) {
 		t.Fatalf("read after Close: %v", err)
 	}
-	st := c.Stats(a.layerID)
+	st := c.Stats(c.LayerID("l"))
 	if m, d := st.Misses.Load(), st.Direct.Load(); m != 2 || d != 2 {
 		t.Errorf("misses %d direct %d, want 2 cached while shared and 2 direct after", m, d)
 	}

@@ -12,8 +12,6 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
-
-	"github.com/obdfs/obdfs/blockcache"
 )
 
 // maxStoredLen bounds one stored block (payload + CRC) when reading. overlaybd
@@ -57,19 +55,28 @@ type Option func(*options)
 
 type options struct {
 	name  string
-	cache *blockcache.Cache
-	layer string
+	cache Cache
 }
 
 // WithName sets the name used in every error (usually the file path).
 func WithName(name string) Option { return func(o *options) { o.name = name } }
 
-// WithCache serves decoded blocks through c. layer identifies the content
-// (e.g. its digest): Readers opened with the same identity share blocks, so
-// it must differ for different content. An empty layer gets an identity of
-// its own. The Reader counts as one reader of the layer until Close.
-func WithCache(c *blockcache.Cache, layer string) Option {
-	return func(o *options) { o.cache, o.layer = c, layer }
+// Cache keeps decoded blocks for Readers; blockcache.Layer implements it.
+// ReadBlock copies bytes [off, off+len(dst)) of decoded block number block
+// into dst and returns the count. whole says dst is the entire block, which
+// the cache may decode straight into (fill(dst)) rather than keep. On a
+// miss fill decodes the block into a buffer (of len size unless it is dst)
+// and returns its length; fill errors are returned, never kept.
+type Cache interface {
+	ReadBlock(block int64, size, off int, dst []byte, whole bool, fill func(buf []byte) (int, error)) (int, error)
+}
+
+// WithCache serves decoded blocks through c, which the Reader then owns:
+// Reader.Close closes it when it is an io.Closer (a blockcache.Layer, which
+// counts the Reader as one reader of its layer until then). Readers whose
+// caches share blocks (Layers of one identity) must be over the same content.
+func WithCache(c Cache) Option {
+	return func(o *options) { o.cache = c }
 }
 
 // Info describes an open ZFile, for `obdfs info`.
@@ -118,8 +125,7 @@ type Reader struct {
 	gshift  uint     // log2(blocks per jump-table group)
 	bases   []int64  // absolute offset of the first block of each group
 	deltas  []uint16 // offset of each block (and of the end) from its group base
-	cache   *blockcache.Cache
-	layerID uint64
+	cache   Cache
 	fillers sync.Pool   // *filler, for the cached path
 	inv     Invalidator // non-nil when the backing data can be refetched
 	closed  atomic.Bool
@@ -252,11 +258,6 @@ func NewReader(r io.ReaderAt, size int64, opts ...Option) (*Reader, error) {
 
 	if o.cache != nil {
 		z.cache = o.cache
-		if o.layer == "" {
-			// No identity: never share blocks with another Reader.
-			o.layer = fmt.Sprintf("zfile:%s:%p", o.name, z)
-		}
-		z.layerID = o.cache.Open(o.layer)
 		z.fillers.New = func() any { f := &filler{z: z}; f.fn = f.fill; return f }
 	}
 	return z, nil
@@ -323,12 +324,12 @@ func (z *Reader) loadIndex(used Header, usedAt, dataStart int64, ferr func(int64
 	return nil
 }
 
-// Close releases the Reader's registration with its cache (see
-// blockcache.Cache.Shared). It does not close the backing io.ReaderAt; the
-// Reader stays usable. Idempotent.
+// Close closes the Reader's cache if it is an io.Closer (see WithCache). It
+// does not close the backing io.ReaderAt; the Reader stays usable.
+// Idempotent.
 func (z *Reader) Close() error {
-	if z.cache != nil && z.closed.CompareAndSwap(false, true) {
-		z.cache.Close(z.layerID)
+	if c, ok := z.cache.(io.Closer); ok && z.closed.CompareAndSwap(false, true) {
+		return c.Close()
 	}
 	return nil
 }
@@ -571,34 +572,18 @@ func (z *Reader) readCached(p []byte, off int64) (int, error) {
 		}
 		z.fillers.Put(f)
 	}()
-	// Whole blocks of a layer no other reader has open are decoded straight
-	// into p unless already cached: the cache would cost fresh memory for
-	// blocks nobody else will ask for (the kernel caches this reader's pages).
-	// Blocks read in part are cached either way, since the neighbouring
-	// reads want the rest of them.
-	shared := z.cache.Shared(z.layerID)
+	// Whole blocks may be decoded straight into p (the cache decides: see
+	// blockcache.Layer.ReadBlock); blocks read in part go through the cache,
+	// since the neighbouring reads want the rest of them.
 	end := off + int64(len(p))
 	done := 0
 	for k := first; k <= last; k++ {
 		bstart := int64(k) << z.shift
 		blen := z.blockLen(k)
 		lo, hi := max(off, bstart), min(end, bstart+int64(blen))
-		key := blockcache.Key{Layer: z.layerID, Block: int64(k)}
-		dst := p[lo-off : hi-off]
 		f.block = k
-		var n int
-		var err error
-		if !shared && lo == bstart && hi == bstart+int64(blen) {
-			var hit bool
-			if n, hit = z.cache.Peek(key, 0, dst); !hit {
-				n, err = f.fill(dst)
-				if st := z.cache.Stats(z.layerID); st != nil && err == nil {
-					st.Direct.Add(1)
-				}
-			}
-		} else {
-			n, err = z.cache.Get(key, z.bs, int(lo-bstart), dst, f.fn)
-		}
+		whole := lo == bstart && hi == bstart+int64(blen)
+		n, err := z.cache.ReadBlock(int64(k), z.bs, int(lo-bstart), p[lo-off:hi-off], whole, f.fn)
 		if err != nil {
 			return done, err
 		}

@@ -81,7 +81,7 @@ func BenchmarkSeq1M(b *testing.B) {
 		b.SetBytes(open(b).Size())
 		for b.Loop() {
 			b.StopTimer()
-			z = open(b, zfile.WithCache(blockcache.New(1<<30), "l"))
+			z = open(b, zfile.WithCache(blockcache.New(1<<30).Open("l")))
 			b.StartTimer()
 			scan(b, z, buf, &cpu)
 		}
@@ -96,8 +96,8 @@ func BenchmarkSeq1M(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()
 			c := blockcache.New(1 << 30)
-			z = open(b, zfile.WithCache(c, "l"))
-			open(b, zfile.WithCache(c, "l"))
+			z = open(b, zfile.WithCache(c.Open("l")))
+			open(b, zfile.WithCache(c.Open("l")))
 			b.StartTimer()
 			scan(b, z, buf, &cpu)
 		}
@@ -106,8 +106,8 @@ func BenchmarkSeq1M(b *testing.B) {
 	b.Run("warmcache", func(b *testing.B) {
 		// Two readers of the layer, so that the first scan caches it.
 		c := blockcache.New(1 << 30)
-		z := open(b, zfile.WithCache(c, "l"))
-		open(b, zfile.WithCache(c, "l"))
+		z := open(b, zfile.WithCache(c.Open("l")))
+		open(b, zfile.WithCache(c.Open("l")))
 		var cpu time.Duration
 		scan(b, z, buf, &cpu)
 		cpu = 0
