@@ -20,17 +20,18 @@ import (
 // them.
 func TestOpenKinds(t *testing.T) {
 	for _, tc := range []struct {
-		rel  string
-		kind string
-		c    layerfile.Content
+		rel      string
+		kind     string
+		c        layerfile.Content
+		describe string // a line of DescribePath's output
 	}{
-		{"a/base.lsmt", "lsmt", layerfile.Committed},
-		{"b/base.lz4.zfile", "zfile+lsmt", layerfile.Committed},
-		{"b/base.lz4.tool.zfile", "zfile+lsmt", layerfile.Committed},
-		{"c/base.zstd.zfile", "zfile+lsmt", layerfile.Committed},
-		{"d/l3.lsmt", "lsmt", layerfile.Committed},
-		{"e/l3.data", "lsmt", layerfile.RWData},
-		{"e/l3.index", "lsmt", layerfile.RWIndex},
+		{"a/base.lsmt", "lsmt", layerfile.Committed, "kind: lsmt read-only layer"},
+		{"b/base.lz4.zfile", "zfile+lsmt", layerfile.Committed, "zfile:          lz4, 4096-byte blocks"},
+		{"b/base.lz4.tool.zfile", "zfile+lsmt", layerfile.Committed, "index fields from the trailer"},
+		{"c/base.zstd.zfile", "zfile+lsmt", layerfile.Committed, "kind: zfile+lsmt read-only layer"},
+		{"d/l3.lsmt", "lsmt", layerfile.Committed, "index: "},
+		{"e/l3.data", "lsmt", layerfile.RWData, "kind: writable layer data file"},
+		{"e/l3.index", "lsmt", layerfile.RWIndex, "kind: writable layer index file"},
 	} {
 		t.Run(tc.rel, func(t *testing.T) {
 			f, err := layerfile.OpenPath(fixture.Oracle(t, tc.rel), layerfile.Options{})
@@ -47,6 +48,13 @@ func TestOpenKinds(t *testing.T) {
 			_, err = layerfile.OpenLayerPath(fixture.Oracle(t, tc.rel), layerfile.Options{})
 			if tc.c.ReadOnly() != (err == nil) {
 				t.Fatalf("OpenLayerPath: %v", err)
+			}
+			var out bytes.Buffer
+			if err := layerfile.DescribePath(&out, fixture.Oracle(t, tc.rel)); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(strings.Join(strings.Fields(out.String()), " "), strings.Join(strings.Fields(tc.describe), " ")) {
+				t.Fatalf("DescribePath does not say %q:\n%s", tc.describe, out.String())
 			}
 		})
 	}
