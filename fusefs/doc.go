@@ -1,6 +1,9 @@
 // Package fusefs serves virtual disks (disk.Disk) as regular files in a
 // one-directory FUSE filesystem: each stack is the file ROOT/NAME, sized to
-// the disk's virtual size, mode 0444 when read-only and 0644 when writable.
+// the disk's virtual size, with the owner and mode given to AddPerm (0644 by
+// default; a read-only disk never has write bits). The kernel checks them
+// (default_permissions); only with MountOptions.AllowOther can users other
+// than the mounter open anything.
 //
 // # Requests
 //

@@ -25,6 +25,7 @@ type File struct {
 	d     disk.Disk
 	size  int64
 	ro    bool
+	perm  Perm
 	mtime time.Time
 	log   *slog.Logger
 
@@ -116,10 +117,8 @@ func (f *File) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) 
 }
 
 func (f *File) fillAttr(a *fuse.Attr) {
-	a.Mode = syscall.S_IFREG | 0o644
-	if f.ro {
-		a.Mode = syscall.S_IFREG | 0o444
-	}
+	a.Mode = syscall.S_IFREG | f.perm.mode(f.ro)
+	a.Uid, a.Gid = f.perm.Uid, f.perm.Gid
 	a.Size = uint64(f.size)
 	a.Blocks = (uint64(f.size) + 511) / 512
 	a.Blksize = 4096

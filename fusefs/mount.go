@@ -29,6 +29,12 @@ type MountOptions struct {
 	FsName string
 	// Debug logs every FUSE request.
 	Debug bool
+	// AllowOther lets users other than the one who mounted open the
+	// files (FUSE allow_other; for a non-root mounter /etc/fuse.conf must
+	// have user_allow_other). The kernel then checks each file's owner and
+	// mode (default_permissions, always on). Off by default: the mount is
+	// private to its owner.
+	AllowOther bool
 }
 
 func (o MountOptions) withDefaults() MountOptions {
@@ -76,12 +82,10 @@ func Mount(dir string, root *Root, o MountOptions) (*fuse.Server, error) {
 			DirectMount:   os.Geteuid() == 0,
 		},
 	}
-	if os.Geteuid() == 0 {
-		// Let qemu or a container runtime running as another user open the
-		// files; default_permissions makes the kernel apply the modes.
-		opts.AllowOther = true
-		opts.Options = append(opts.Options, "default_permissions")
-	}
+	// The kernel applies each file's owner and mode (Perm); with
+	// AllowOther that is what lets qemu's user in and keeps others out.
+	opts.Options = append(opts.Options, "default_permissions")
+	opts.AllowOther = o.AllowOther
 	srv, err := fs.Mount(dir, root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("fusefs: mount %s: %w", dir, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -93,9 +94,40 @@ func CheckName(name string) error {
 	return nil
 }
 
-// Add serves d as the file NAME. The root owns d from then on: Remove and
-// Close flush and close it. On error d is not closed.
+// Perm is the owner and permission bits of a served file.
+type Perm struct {
+	Uid, Gid uint32
+	// Mode holds the permission bits; 0 means 0644. A read-only disk never
+	// gets write bits.
+	Mode uint32
+}
+
+// DefaultPerm is the calling process's user and group with mode 0644.
+func DefaultPerm() Perm {
+	return Perm{Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid()), Mode: 0o644}
+}
+
+func (p Perm) mode(ro bool) uint32 {
+	m := p.Mode & 0o7777
+	if m == 0 {
+		m = 0o644
+	}
+	if ro {
+		m &^= 0o222
+	}
+	return m
+}
+
+// Add serves d as the file NAME, owned by the calling process with mode
+// 0644 (0444 read-only); see AddPerm.
 func (r *Root) Add(name string, d disk.Disk) (*File, error) {
+	return r.AddPerm(name, d, DefaultPerm())
+}
+
+// AddPerm serves d as the file NAME with the given owner and mode. The root
+// owns d from then on: Remove and Close flush and close it. On error d is
+// not closed.
+func (r *Root) AddPerm(name string, d disk.Disk, p Perm) (*File, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
@@ -104,7 +136,7 @@ func (r *Root) Add(name string, d disk.Disk) (*File, error) {
 		r.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrExists, name)
 	}
-	f := &File{name: name, d: d, size: d.Size(), ro: d.ReadOnly(), mtime: time.Now(), log: r.log}
+	f := &File{name: name, d: d, size: d.Size(), ro: d.ReadOnly(), perm: p, mtime: time.Now(), log: r.log}
 	r.files[name] = f
 	if r.mounted {
 		r.attach(context.Background(), name, f)

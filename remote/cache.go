@@ -76,7 +76,7 @@ func cacheDirFor(dir string, max int64) (*cacheDir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache dir %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(filepath.Join(abs, "blobs", "sha256"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(abs, "blobs", "sha256"), 0o700); err != nil {
 		return nil, fmt.Errorf("cache dir: %w", err)
 	}
 	cacheDirs.Lock()
@@ -154,7 +154,7 @@ func (c *cacheDir) openFile(hexd string, want []byte, size, chunk int64) (*cache
 	// at path: an evicter may have unlinked it between our open and lock.
 	for try := 0; ; try++ {
 		var err error
-		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("cache %s: %w", path, err)
 		}

@@ -154,6 +154,12 @@ func TestCachePersistence(t *testing.T) {
 	hexd, _, _ := splitDigest(b.Digest())
 	path := b.cf.path
 	b.Close()
+	// Private: other users cannot read cached blobs.
+	for p, want := range map[string]os.FileMode{o.CacheDir + "/blobs": 0o700, o.CacheDir + "/blobs/sha256": 0o700, path: 0o600, path + ".map": 0o600} {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v", p, st.Mode().Perm(), err, want)
+		}
+	}
 	b = open()
 	if c := b.CachedBytes(); c == 0 {
 		t.Fatal("nothing cached after a reopen")

@@ -217,7 +217,7 @@ func saveResolved(cacheDir string, res *resolved) error {
 		return err
 	}
 	p := refPath(cacheDir, res.Spec, res.Platform)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
 	return atomicfile.WriteFile(p, b, 0o600)

@@ -19,6 +19,8 @@ type Request struct {
 	Name  string `json:"name,omitempty"`
 	Spec  string `json:"spec,omitempty"`
 	Force bool   `json:"force,omitempty"`
+	// Perm changes the owner and mode of an added stack.
+	Perm PermOverride `json:"perm,omitzero"`
 }
 
 // Response answers a Request; Error is empty on success.

@@ -29,7 +29,10 @@ type Config struct {
 	Open       Opener
 	Cache      *blockcache.Cache // reported by stats; may be nil
 	Mount      fusefs.MountOptions
-	Log        *slog.Logger // nil means slog.Default()
+	// Perm is the owner and mode of served files unless a stack overrides
+	// it; the zero value means fusefs.DefaultPerm.
+	Perm fusefs.Perm
+	Log  *slog.Logger // nil means slog.Default()
 	// Observer, if set, wraps each stack's disk as it is added and is told
 	// when it is removed (the metrics package's *Metrics).
 	Observer Observer
@@ -42,7 +45,18 @@ type Observer interface {
 }
 
 // Stack names a spec to serve as MOUNTPOINT/Name.
-type Stack struct{ Name, Spec string }
+type Stack struct {
+	Name, Spec string
+	Perm       PermOverride // what differs from Config.Perm
+}
+
+// PermOverride changes some of a stack's owner and mode; nil fields keep
+// the daemon's default (Config.Perm).
+type PermOverride struct {
+	Uid  *uint32 `json:"uid,omitempty"`
+	Gid  *uint32 `json:"gid,omitempty"`
+	Mode *uint32 `json:"mode,omitempty"`
+}
 
 // Server is a running daemon.
 type Server struct {
@@ -94,7 +108,7 @@ func Start(cfg Config, stacks []Stack) (_ *Server, err error) {
 		}
 	}()
 	for _, st := range stacks {
-		if err := s.add(st.Name, st.Spec); err != nil {
+		if err := s.add(st.Name, st.Spec, st.Perm); err != nil {
 			return nil, err
 		}
 	}
@@ -176,9 +190,13 @@ func (s *Server) Wait() error {
 // add opens spec and serves it as name. The control lock is not held while
 // the stack opens (a slow registry or a bad path must not stall stack ls,
 // rm, umount or SIGTERM): the name is reserved in pending meanwhile.
-func (s *Server) add(name, spec string) error {
+func (s *Server) add(name, spec string, ov PermOverride) error {
 	if err := fusefs.CheckName(name); err != nil {
 		return err
+	}
+	perm, err := s.perm(ov)
+	if err != nil {
+		return fmt.Errorf("stack %s: %w", name, err)
 	}
 	s.mu.Lock()
 	switch {
@@ -207,7 +225,7 @@ func (s *Server) add(name, spec string) error {
 	if s.cfg.Observer != nil {
 		d = s.cfg.Observer.Wrap(name, d)
 	}
-	if _, err := s.root.Add(name, d); err != nil {
+	if _, err := s.root.AddPerm(name, d, perm); err != nil {
 		d.Close()
 		if s.cfg.Observer != nil {
 			s.cfg.Observer.Forget(name)
@@ -218,9 +236,39 @@ func (s *Server) add(name, spec string) error {
 	return nil
 }
 
-// Add opens spec and serves it as NAME.
+// perm applies a stack's override to the daemon's default.
+func (s *Server) perm(ov PermOverride) (fusefs.Perm, error) {
+	p := s.cfg.Perm
+	if p == (fusefs.Perm{}) {
+		p = fusefs.DefaultPerm()
+	}
+	if ov.Uid != nil {
+		p.Uid = *ov.Uid
+	}
+	if ov.Gid != nil {
+		p.Gid = *ov.Gid
+	}
+	if ov.Mode != nil {
+		if *ov.Mode&^0o7777 != 0 {
+			return p, fmt.Errorf("mode %#o: not permission bits", *ov.Mode)
+		}
+		p.Mode = *ov.Mode
+	}
+	if (ov.Uid != nil || ov.Gid != nil) && !s.cfg.Mount.AllowOther {
+		return p, errors.New("the mount is private to its owner (mounted without --allow-other): no other user or group could open this stack")
+	}
+	return p, nil
+}
+
+// Add opens spec and serves it as NAME with the daemon's default owner and
+// mode.
 func (s *Server) Add(name, spec string) error {
-	if err := s.add(name, spec); err != nil {
+	return s.AddPerm(name, spec, PermOverride{})
+}
+
+// AddPerm opens spec and serves it as NAME, owner and mode changed by ov.
+func (s *Server) AddPerm(name, spec string, ov PermOverride) error {
+	if err := s.add(name, spec, ov); err != nil {
 		return err
 	}
 	s.log.Info("stack added", "name", name, "spec", spec)
@@ -339,7 +387,7 @@ func (s *Server) handle(c net.Conn) {
 	switch req.Op {
 	case "ping":
 	case "add":
-		err = s.Add(req.Name, req.Spec)
+		err = s.AddPerm(req.Name, req.Spec, req.Perm)
 	case "rm":
 		err = s.Remove(req.Name, req.Force)
 	case "ls", "stats":

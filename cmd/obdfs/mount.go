@@ -30,6 +30,8 @@ type mountCmd struct {
 	MaxBackground int    `default:"64" help:"Asynchronous FUSE requests the kernel keeps in flight (readahead, async direct I/O)."`
 	LogFile       string `placeholder:"FILE" help:"Daemon log (default: the mountpoint's .log beside its control socket)."`
 	DebugFUSE     bool   `name:"debug-fuse" help:"Log every FUSE request."`
+	AllowOther    bool   `help:"Let other users open the files, as their owner and mode allow (default: only the user who mounted; implied by --uid/--gid)."`
+	permFlags
 	stackFlags
 	metricsFlag
 
@@ -106,9 +108,14 @@ func (c *mountCmd) Run() error {
 		return err
 	}
 	defer stopMetrics()
+	perm, allowOther, err := c.permFlags.mountPerm()
+	if err != nil {
+		server.NotifyReady(err)
+		return err
+	}
 	cfg := server.Config{
-		Mountpoint: mp, Open: open, Cache: o.Cache, Log: slog.Default(),
-		Mount: fusefs.MountOptions{MaxIO: int(maxIO), ReadAheadKB: c.ReadaheadKB, MaxBackground: c.MaxBackground, Debug: c.DebugFUSE},
+		Mountpoint: mp, Open: open, Cache: o.Cache, Log: slog.Default(), Perm: perm,
+		Mount: fusefs.MountOptions{MaxIO: int(maxIO), ReadAheadKB: c.ReadaheadKB, MaxBackground: c.MaxBackground, Debug: c.DebugFUSE, AllowOther: c.AllowOther || allowOther},
 	}
 	if m != nil {
 		cfg.Observer = m
@@ -119,6 +126,65 @@ func (c *mountCmd) Run() error {
 		return err
 	}
 	return s.ServeUntilSignal()
+}
+
+// permFlags set the owner and mode of served files (mount: every stack's
+// default; stack add: that stack's).
+type permFlags struct {
+	UID  int    `name:"uid" default:"-1" placeholder:"UID" help:"Owner of the files (default: the user who mounted)."`
+	GID  int    `name:"gid" default:"-1" placeholder:"GID" help:"Group of the files (default: the user's group)."`
+	Mode string `name:"mode" placeholder:"OCTAL" help:"Permission bits of the files (default 0644, 0660 with --uid or --gid; read-only stacks never get write bits)."`
+}
+
+// override is what the flags change; nil fields were not given.
+func (f permFlags) override() (server.PermOverride, error) {
+	var o server.PermOverride
+	for _, x := range []struct {
+		v    int
+		dst  **uint32
+		name string
+	}{{f.UID, &o.Uid, "--uid"}, {f.GID, &o.Gid, "--gid"}} {
+		if x.v < -1 || x.v > 1<<32-2 {
+			return o, fmt.Errorf("%s %d: out of range", x.name, x.v)
+		}
+		if x.v >= 0 {
+			v := uint32(x.v)
+			*x.dst = &v
+		}
+	}
+	if f.Mode != "" {
+		m, err := strconv.ParseUint(f.Mode, 8, 32)
+		if err != nil || m > 0o7777 {
+			return o, fmt.Errorf("--mode %q: want octal permission bits such as 0640", f.Mode)
+		}
+		v := uint32(m)
+		o.Mode = &v
+	}
+	return o, nil
+}
+
+// mountPerm is the mount's default owner and mode, and whether other users
+// must be let in (--uid/--gid name someone who is not the mounter).
+func (f permFlags) mountPerm() (fusefs.Perm, bool, error) {
+	o, err := f.override()
+	if err != nil {
+		return fusefs.Perm{}, false, err
+	}
+	p := fusefs.DefaultPerm()
+	other := o.Uid != nil || o.Gid != nil
+	if other {
+		p.Mode = 0o660
+	}
+	if o.Uid != nil {
+		p.Uid = *o.Uid
+	}
+	if o.Gid != nil {
+		p.Gid = *o.Gid
+	}
+	if o.Mode != nil {
+		p.Mode = *o.Mode
+	}
+	return p, other, nil
 }
 
 type umountCmd struct {

@@ -51,6 +51,7 @@ func call(mountpoint string, req server.Request) (*server.Response, error) {
 }
 
 type stackAddCmd struct {
+	permFlags
 	Mountpoint string `arg:"" name:"MOUNTPOINT" type:"path"`
 	Stack      string `arg:"" name:"NAME=STACK"`
 }
@@ -65,7 +66,11 @@ func (c *stackAddCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	_, err = call(c.Mountpoint, server.Request{Op: "add", Name: st[0].Name, Spec: spec})
+	perm, err := c.permFlags.override()
+	if err != nil {
+		return err
+	}
+	_, err = call(c.Mountpoint, server.Request{Op: "add", Name: st[0].Name, Spec: spec, Perm: perm})
 	return err
 }
 

@@ -157,3 +157,80 @@ func TestStackAddRelative(t *testing.T) {
 		t.Fatalf("stack ls does not show the caller's absolute path:\n%s", ls)
 	}
 }
+
+// readAs reads the first 4 KiB of path as uid:gid and returns the error.
+func readAs(uid, gid uint32, path string) error {
+	cmd := exec.Command("dd", "if="+path, "of=/dev/null", "bs=4096", "count=1", "status=none")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}
+
+// TestAccess: a mount is private to the user who made it unless told
+// otherwise; --uid/--gid/--mode hand the files to one user (qemu's) without
+// giving them to everyone, per mount and per stack; --allow-other opens the
+// mount to whatever the modes allow.
+func TestAccess(t *testing.T) {
+	needRoot(t)
+	needFixtures(t)
+	needCmd(t, "dd")
+	// Other users must reach the mountpoint: no 0700 test directories.
+	base, err := os.MkdirTemp("", "obdfs-access-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	layer := filepath.Join(fixtures, "d/l1.lsmt")
+	const qemu, other = 65534, 65533
+	newMP := func(n string) string {
+		mp := filepath.Join(base, n)
+		os.Mkdir(mp, 0o755)
+		return mp
+	}
+	check := func(path string, uid, gid, mode uint32) {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != uid || st.Gid != gid || st.Mode&0o7777 != mode {
+			t.Errorf("%s: uid %d gid %d mode %#o, want %d %d %#o", path, st.Uid, st.Gid, st.Mode&0o7777, uid, gid, mode)
+		}
+	}
+	canRead := func(path string, uid uint32, want bool) {
+		t.Helper()
+		if err := readAs(uid, uid, path); (err == nil) != want {
+			t.Errorf("uid %d reading %s: %v, want allowed=%v", uid, path, err, want)
+		}
+	}
+
+	// Default: private to root.
+	mp := newMP("private")
+	mountAt(t, mp, "a="+layer)
+	check(filepath.Join(mp, "a"), 0, 0, 0o444)
+	canRead(filepath.Join(mp, "a"), qemu, false)
+	if _, err := obdfs(t, "stack", "add", "--uid", "65534", mp, "b="+layer); err == nil || !strings.Contains(err.Error(), "--allow-other") {
+		t.Errorf("stack add --uid on a private mount: %v", err)
+	}
+
+	// --uid/--gid: qemu's user reads, nobody else does.
+	mp = newMP("qemu")
+	mountAt(t, mp, "--uid", "65534", "--gid", "65534", "a="+layer)
+	check(filepath.Join(mp, "a"), qemu, qemu, 0o440)
+	canRead(filepath.Join(mp, "a"), qemu, true)
+	canRead(filepath.Join(mp, "a"), other, false)
+	// Per stack: another owner, a mode that shuts the group out.
+	mustObdfs(t, "stack", "add", "--uid", "65533", "--mode", "0600", mp, "b="+layer)
+	check(filepath.Join(mp, "b"), other, qemu, 0o400)
+	canRead(filepath.Join(mp, "b"), other, true)
+	canRead(filepath.Join(mp, "b"), qemu, false)
+
+	// --allow-other alone: the default 0644 lets everyone read.
+	mp = newMP("open")
+	mountAt(t, mp, "--allow-other", "a="+layer)
+	canRead(filepath.Join(mp, "a"), other, true)
+}
