@@ -209,7 +209,7 @@ func openLower(c *Config, lc LowerConfig, o Options) (*Layer, error) {
 // headers, trailers and indexes: from a registry each is a round trip, so
 // opening layers side by side makes a cold mount take about as long as its
 // slowest layer rather than the sum of all.
-const openParallel = 8
+const openParallel = 16
 
 // openLayers opens n layers with open, in parallel, and returns them in
 // order. On error every layer already opened is closed.

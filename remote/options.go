@@ -15,7 +15,7 @@ const (
 	DefaultRefillSize  = 256 << 10 // overlaybd's refillSize default
 	DefaultTimeout     = 30 * time.Second
 	DefaultRetries     = 3
-	DefaultMaxInflight = 8
+	DefaultMaxInflight = 16
 	DefaultReadahead   = 16 << 20
 	DefaultPlatform    = "linux/amd64"
 )
@@ -49,7 +49,7 @@ type Options struct {
 	// each further one (default 100 ms).
 	Backoff time.Duration
 	// MaxInflight bounds the range GETs in flight per repository for
-	// readers (default 8); readahead has a budget of the same size of its
+	// readers (default 16); readahead has a budget of the same size of its
 	// own, so it never delays a reader's miss.
 	MaxInflight int
 	// Background downloads the rest of every blob opened lazily.

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -89,7 +90,14 @@ func resolveDocker(ctx context.Context, spec string, o Options) ([]*Blob, error)
 	if err != nil {
 		return nil, fmt.Errorf("platform %q: %w", o.Platform, err)
 	}
+	// The blob client warms up (handshake, connections) while the manifest
+	// is fetched: a cold open then costs about one round trip after it.
+	var warming sync.WaitGroup
+	if cl, err := clientFor(ref.Context(), o); err == nil {
+		warming.Go(func() { cl.warm(ctx) })
+	}
 	res, err := resolveManifest(ctx, ref, *plat, o)
+	warming.Wait()
 	if err == nil {
 		res.Spec, res.Platform = spec, o.Platform
 	}

@@ -242,3 +242,40 @@ func TestTraceSharedLayers(t *testing.T) {
 		}
 	}
 }
+
+// TestColdOpenWarmConnections: resolving an image warms the blob client
+// (handshake, idle connections) while the manifest is fetched, so the
+// layers' first GETs, sent at once, open no new connection.
+func TestColdOpenWarmConnections(t *testing.T) {
+	fixture.Oracle(t, "d/l1.lsmt")
+	srv := Start(t, false)
+	l := []string{oracle + "/d/l1.lsmt", oracle + "/d/l2.lsmt", oracle + "/d/l3.lsmt"}
+	mustObdfs(t, nil, "push", "-z", "--insecure", "--layer", l[0], "--layer", l[1], "--layer", l[2], srv.Ref("lazy/warm:v1"))
+	p := shaped(t, srv, netshape.Config{}.WithRTT(20*time.Millisecond))
+	o := remote.Options{CacheDir: t.TempDir(), Keychain: authn.NewMultiKeychain(), Insecure: true}
+	blobs, err := remote.Resolve(context.Background(), "docker://"+p.Addr()+"/lazy/warm:v1", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, b := range blobs {
+			b.Close()
+		}
+	}()
+	conns := p.Stats().Conns
+	done := make(chan struct{})
+	for _, b := range blobs {
+		go func() { b.FetchEnds(); done <- struct{}{} }()
+	}
+	for range blobs {
+		<-done
+	}
+	for _, b := range blobs {
+		if b.CachedBytes() == 0 {
+			t.Errorf("%s: nothing fetched", b.Digest())
+		}
+	}
+	if n := p.Stats().Conns - conns; n != 0 {
+		t.Errorf("the first GETs of %d layers opened %d new connections", len(blobs), n)
+	}
+}
