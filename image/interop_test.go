@@ -21,6 +21,7 @@ import (
 	"github.com/obdfs/obdfs/internal/fixture"
 
 	"github.com/obdfs/obdfs/blockcache"
+	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
 	"github.com/obdfs/obdfs/tarwrap"
 	"github.com/obdfs/obdfs/zfile"
@@ -105,33 +106,21 @@ func seal(t testing.TB, rw *lsmt.RWFile, dst string) {
 
 // commitBytes commits rw like overlaybd-commit, optionally -z and -t with
 // the header overwritten (what ACI's converter pushes, docs/format-zfile.md
-// §7, docs/format-tar.md §2).
+// §7, docs/format-tar.md §2), through the same write pipeline as obdfs
+// commit (layerfile).
 func commitBytes(t testing.TB, rw *lsmt.RWFile, a lsmt.CommitArgs, z, tarred bool) []byte {
 	t.Helper()
-	var out bytes.Buffer
-	if _, err := lsmt.Commit(&out, rw, a); err != nil {
+	o := layerfile.WriteOptions{Tar: tarred}
+	if z {
+		o.ZFile = &zfile.WriterOptions{}
+	}
+	p := filepath.Join(t.TempDir(), "commit")
+	if err := layerfile.Commit(p, rw, a, o); err != nil {
 		t.Fatal(err)
 	}
-	b := out.Bytes()
-	if z {
-		var zb bytes.Buffer
-		zw, err := zfile.NewWriter(&zb, zfile.WriterOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		zw.Write(b)
-		if err := zw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		b = zb.Bytes()
-		copy(b, zw.FinalHeader())
-	}
-	if tarred {
-		var tb bytes.Buffer
-		tb.Write(tarwrap.Header(int64(len(b)), 0o100644))
-		tb.Write(b)
-		tb.Write(tarwrap.Trailer(int64(len(b))))
-		b = tb.Bytes()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return b
 }
@@ -433,24 +422,19 @@ func TestBadBlobs(t *testing.T) {
 	// well-formed ZFile and tar.
 	l := bytes.Clone(lb.Bytes())
 	binary.LittleEndian.PutUint64(l[len(l)-lsmt.HeaderSize+32:], uint64(len(l))+1<<20)
-	var zb bytes.Buffer
-	zw, _ := zfile.NewWriter(&zb, zfile.WriterOptions{})
-	zw.Write(l)
-	zw.Close()
-	zbytes := zb.Bytes()
-	copy(zbytes, zw.FinalHeader())
-	var tb bytes.Buffer
-	tb.Write(tarwrap.Header(int64(len(zbytes)), 0o644))
-	tb.Write(zbytes)
-	tb.Write(tarwrap.Trailer(int64(len(zbytes))))
+	badPath := filepath.Join(dir, "bad-index-offset.tar")
+	if err := layerfile.Copy(badPath, bytes.NewReader(l), layerfile.WriteOptions{ZFile: &zfile.WriterOptions{}, Tar: true}); err != nil {
+		t.Fatal(err)
+	}
+	tb, err := os.ReadFile(badPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// The PAX record claims size bytes; the real member is zgood.
 	paxSize := func(size int) []byte {
-		var b bytes.Buffer
-		b.Write(tarwrap.Header(int64(size), 0o644))
-		b.Write(zgood)
-		b.Write(tarwrap.Trailer(int64(len(zgood))))
-		return b.Bytes()
+		b := testlayer.TarWrap(zgood, 0o644)
+		return append(tarwrap.Header(int64(size), 0o644), b[len(tarwrap.Header(0, 0o644)):]...)
 	}
 	// Only the ZFile trailer cut off: a 0x1B header does not need it (docs/format-zfile.md §8),
 	// so this opens and reads right, as in overlaybd.
@@ -468,7 +452,7 @@ func TestBadBlobs(t *testing.T) {
 		name, want string
 		b          []byte
 	}{
-		{"lsmt index_offset beyond EOF", "trailer.index_offset", tb.Bytes()},
+		{"lsmt index_offset beyond EOF", "trailer.index_offset", tb},
 		{"PAX size past the blob", "does not fit", paxSize(len(zgood) + 3000)},
 		{"PAX size cuts the ZFile index", "index", paxSize(700)},
 	}

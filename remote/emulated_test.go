@@ -21,7 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/obdfs/obdfs/tarwrap"
+	"github.com/obdfs/obdfs/internal/testlayer"
 	"github.com/obdfs/obdfs/test/registry"
 )
 
@@ -368,7 +368,7 @@ func aciImage(t *testing.T, files []string, docker bool) v1.Image {
 		if err != nil {
 			t.Fatal(err)
 		}
-		blob := append(append(tarwrap.Header(int64(len(raw)), 0o444), raw...), tarwrap.Trailer(int64(len(raw)))...)
+		blob := testlayer.TarWrap(raw, 0o444)
 		l := static.NewLayer(blob, layerMT)
 		d, _ := l.Digest()
 		img, err = mutate.Append(img, mutate.Addendum{Layer: l, MediaType: layerMT, Annotations: map[string]string{

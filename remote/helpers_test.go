@@ -22,9 +22,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 
+	"github.com/obdfs/obdfs/internal/testlayer"
 	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
-	"github.com/obdfs/obdfs/tarwrap"
 )
 
 // Expected content of the fixture stacks (oracle README).
@@ -56,11 +56,8 @@ func wrappedSum(t testing.TB, path string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := sha256.New()
-	h.Write(tarwrap.Header(int64(len(b)), 0o644))
-	h.Write(b)
-	h.Write(tarwrap.Trailer(int64(len(b))))
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+	h := sha256.Sum256(testlayer.TarWrap(b, 0o644))
+	return "sha256:" + hex.EncodeToString(h[:])
 }
 
 func testOptions(t testing.TB) Options {

@@ -21,7 +21,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/obdfs/obdfs/internal/testlayer"
-	"github.com/obdfs/obdfs/tarwrap"
 	"github.com/obdfs/obdfs/test/registry"
 )
 
@@ -350,6 +349,6 @@ func TestBlobReaderAt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := append(append(tarwrap.Header(int64(len(raw)), 0o644), raw...), tarwrap.Trailer(int64(len(raw)))...)
+	want := testlayer.TarWrap(raw, 0o644)
 	testlayer.TestReaderAt(t, blobs[0], want, max(0, int64(len(want))-16<<10-100))
 }

@@ -3,13 +3,15 @@
 // overlaybd-made fixtures as disks and writable layers, and one check of
 // the io.ReaderAt contract that every reader layer must keep.
 //
-// It imports none of the project's format packages, so their own in-package
-// tests can use it.
+// Of the project's format packages it imports only tarwrap (whose own
+// tests therefore do not use it), so the in-package tests of lsmt, zfile and
+// the rest can.
 package testlayer
 
 import (
 	"bytes"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/obdfs/obdfs/internal/fixture"
+	"github.com/obdfs/obdfs/tarwrap"
 )
 
 // Random returns n pseudo-random bytes, the same for the same seed.
@@ -66,6 +69,14 @@ func ReadAll(t testing.TB, r io.ReaderAt, size int64) []byte {
 		}
 	}
 	return out
+}
+
+// TarWrap returns member in overlaybd's tar form (PAX header with the size,
+// ustar header with the given mode, the member, padding and the two end
+// blocks): what obdfs push makes of a bare layer file.
+func TarWrap(member []byte, mode fs.FileMode) []byte {
+	out := append(tarwrap.Header(int64(len(member)), mode), member...)
+	return append(out, tarwrap.Trailer(int64(len(member)))...)
 }
 
 // ExpectedDisk returns the raw disk an oracle fixture describes
