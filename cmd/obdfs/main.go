@@ -24,6 +24,10 @@ type cli struct {
 	kong.Plugins
 }
 
+// logLevel is the level of the default logger; overlaybd's config may
+// set it when --log-level is left at info.
+var logLevel = new(slog.LevelVar)
+
 func main() {
 	var c cli
 	c.Plugins = commands
@@ -34,7 +38,8 @@ func main() {
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	)
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel})))
+	logLevel.Set(c.LogLevel)
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})))
 	if err := ctx.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "obdfs: %v\n", err)
 		os.Exit(1)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/obdfs/obdfs/blockcache"
 	"github.com/obdfs/obdfs/metrics"
+	"github.com/obdfs/obdfs/overlaybdconf"
 )
 
 // metricsFlag is --metrics of the serving commands.
@@ -13,11 +14,16 @@ type metricsFlag struct {
 }
 
 // startMetrics returns nil, a no-op stop and no error without --metrics.
-func (f metricsFlag) startMetrics(frontend string, cache *blockcache.Cache) (*metrics.Metrics, func(), error) {
-	if f.Metrics == "" {
+// Without it, overlaybd's exporterConfig (svc, may be nil) may ask for them.
+func (f metricsFlag) startMetrics(frontend string, cache *blockcache.Cache, svc *overlaybdconf.Settings) (*metrics.Metrics, func(), error) {
+	addr := f.Metrics
+	if addr == "" && svc != nil {
+		addr = svc.Metrics
+	}
+	if addr == "" {
 		return nil, func() {}, nil
 	}
-	ln, err := metrics.Listen(f.Metrics)
+	ln, err := metrics.Listen(addr)
 	if err != nil {
 		return nil, nil, err
 	}

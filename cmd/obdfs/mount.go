@@ -82,12 +82,19 @@ func (c *mountCmd) Run() error {
 	if err != nil {
 		return err
 	}
+	svc, err := c.settings()
+	if err != nil {
+		return err
+	}
 	if !c.Foreground {
 		logPath := c.LogFile
+		if logPath == "" && svc != nil {
+			logPath = svc.LogPath // overlaybd's logPath
+		}
 		if logPath == "" {
 			logPath = server.LogPath(mp)
 		}
-		return server.Detach(append(os.Args[1:], "--foreground"), logPath, c.LogFile == "")
+		return server.Detach(append(os.Args[1:], "--foreground"), logPath, logPath == server.LogPath(mp))
 	}
 
 	o, err := c.imageOptions(blockcache.New(cacheSize))
@@ -102,7 +109,7 @@ func (c *mountCmd) Run() error {
 		}
 		return s, nil
 	}
-	m, stopMetrics, err := c.startMetrics("fuse", o.Cache)
+	m, stopMetrics, err := c.startMetrics("fuse", o.Cache, svc)
 	if err != nil {
 		server.NotifyReady(err)
 		return err

@@ -34,6 +34,7 @@ type remoteFlags struct {
 	Proxy     string `placeholder:"URL" help:"HTTP proxy for every registry request, redirected blob URLs included (hosts in NO_PROXY go direct; default: HTTP_PROXY/HTTPS_PROXY/NO_PROXY)."`
 	P2P       string `name:"p2p-address" placeholder:"ADDR" help:"overlaybd's P2P mode: GET blobs as ADDR/<registry blob URL> from a P2P agent (p2pConfig.address)."`
 	Dragonfly bool   `help:"Send Dragonfly's request headers (X-Dragonfly-Priority: 6 for reads, 3 for readahead and background) with blob GETs."`
+	configFlag
 }
 
 // stackFlags are the flags of every command that opens a STACK: the
@@ -55,6 +56,9 @@ func (f stackFlags) imageOptions(cache *blockcache.Cache) (image.Options, error)
 	if err := f.lazyFlags.apply(&ro); err != nil {
 		return image.Options{}, err
 	}
+	if err := f.applyDownload(&ro); err != nil {
+		return image.Options{}, err
+	}
 	return image.Options{Cache: cache, Remote: ro, NoOrderCheck: f.NoOrderCheck}, nil
 }
 
@@ -63,8 +67,9 @@ func (f remoteFlags) options() (remote.Options, error) {
 	if err != nil || max <= 0 {
 		return remote.Options{}, fmt.Errorf("--cache-max %q: want a size such as 4GiB", f.CacheMax)
 	}
-	return remote.Options{CacheDir: f.CacheDir, CacheMax: max, Insecure: f.Insecure, Platform: f.Platform, HostsDir: f.HostsDir,
-		Proxy: f.Proxy, P2P: f.P2P, Dragonfly: f.Dragonfly}, nil
+	o := remote.Options{CacheDir: f.CacheDir, CacheMax: max, Insecure: f.Insecure, Platform: f.Platform, HostsDir: f.HostsDir,
+		Proxy: f.Proxy, P2P: f.P2P, Dragonfly: f.Dragonfly}
+	return o, f.applyConfig(&o)
 }
 
 type pullCmd struct {

@@ -71,7 +71,12 @@ func (c *ublkAttachCmd) Run() error {
 	if c.ReadOnly {
 		d = disk.ReadOnlyView(s)
 	}
-	m, stopMetrics, err := c.startMetrics("ublk", o.Cache)
+	svc, err := c.settings()
+	if err != nil {
+		s.Close()
+		return err
+	}
+	m, stopMetrics, err := c.startMetrics("ublk", o.Cache, svc)
 	if err != nil {
 		s.Close()
 		return err

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"encoding/base64"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,5 +177,57 @@ func TestPullCLIEmulated(t *testing.T) {
 	if e.StoreAuthSeen.Load() != 0 || e.Redirects.Load() == 0 || e.TooMany.Load() == 0 || e.TooEarly.Load() != 0 {
 		t.Errorf("object store saw Authorization %d times; redirects %d; 429s %d; requests before Retry-After %d",
 			e.StoreAuthSeen.Load(), e.Redirects.Load(), e.TooMany.Load(), e.TooEarly.Load())
+	}
+}
+
+// TestOverlaybdConfigCLI: obdfs pull with overlaybd's service config as its
+// only configuration: the credential file of credentialConfig (no docker
+// config) opens the htpasswd registry, the blobs land in cacheConfig's
+// cacheDir, keys without an obdfs meaning are reported once; a flag given
+// on the command line wins over the file.
+func TestOverlaybdConfigCLI(t *testing.T) {
+	fixture.Oracle(t, "d/l1.lsmt")
+	srv := Start(t, true)
+	ref := srv.Ref("cli/conf:v1")
+	mustObdfs(t, []string{"DOCKER_CONFIG=" + srv.DockerConfig(t)}, "push", "--insecure", "--layer", oracle+"/d/l1.lsmt", ref)
+	dir := t.TempDir()
+	cred := filepath.Join(dir, "cred.json")
+	enc := base64.StdEncoding.EncodeToString([]byte(srv.User + ":" + srv.Password))
+	if err := os.WriteFile(cred, []byte(`{"auths": {"`+srv.Host+`/cli": {"auth": "`+enc+`"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cache := filepath.Join(dir, "registry_cache")
+	conf := filepath.Join(dir, "overlaybd.json")
+	if err := os.WriteFile(conf, []byte(`{
+  "cacheConfig": {"cacheType": "file", "cacheDir": "`+cache+`", "cacheSizeGB": 1},
+  "credentialConfig": {"mode": "file", "path": "`+cred+`"},
+  "enableAudit": true,
+  "gzipCacheConfig": {"enable": true}
+}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"DOCKER_CONFIG=" + t.TempDir()} // no credentials there
+	out := mustObdfs(t, env, "pull", "--config", conf, ref)
+	if !strings.Contains(out, "verified") {
+		t.Fatalf("pull output:\n%s", out)
+	}
+	if ents, err := os.ReadDir(filepath.Join(cache, "blobs", "sha256")); err != nil || len(ents) == 0 {
+		t.Errorf("nothing in cacheConfig.cacheDir %s: %v", cache, err)
+	}
+	if !strings.Contains(out, "enableAudit (no obdfs meaning)") || strings.Count(out, "without an obdfs meaning") != 1 {
+		t.Errorf("ignored keys not reported once:\n%s", out)
+	}
+	// --cache-dir given: it wins.
+	flagCache := t.TempDir()
+	mustObdfs(t, env, "pull", "--config", conf, "--cache-dir", flagCache, ref)
+	if ents, err := os.ReadDir(filepath.Join(flagCache, "blobs", "sha256")); err != nil || len(ents) == 0 {
+		t.Errorf("--cache-dir did not win over the config: %v", err)
+	}
+	// Without the config the registry refuses; a missing --config is an error.
+	if out, err := obdfs(t, env, "pull", "--config", "", "--cache-dir", t.TempDir(), ref); err == nil {
+		t.Fatalf("pull without credentials succeeded:\n%s", out)
+	}
+	if out, err := obdfs(t, env, "pull", "--config", filepath.Join(dir, "none.json"), ref); err == nil || !strings.Contains(out, "none.json") {
+		t.Fatalf("missing --config: %v\n%s", err, out)
 	}
 }
