@@ -183,14 +183,22 @@ func (l *Layer) Apply(r io.Reader, name string) (ApplyStats, error) {
 
 // unmap unmounts the filesystem, detaches the loop device and stops FUSE,
 // which flushes and closes the writable layer.
-func (l *Layer) unmap() error {
+// With force (Close after a failure), a busy filesystem is detached lazily
+// so that nothing stays mounted under the work directory.
+func (l *Layer) unmap(force bool) error {
 	if l.unmapped {
 		return nil
 	}
 	var errs []error
 	if l.mounted {
 		if err := unix.Unmount(l.fsDir, 0); err != nil {
-			return fmt.Errorf("build: unmount %s: %w", l.fsDir, err)
+			if !force {
+				return fmt.Errorf("build: unmount %s: %w", l.fsDir, err)
+			}
+			errs = append(errs, fmt.Errorf("build: unmount %s: %w (detached lazily)", l.fsDir, err))
+			if err := unix.Unmount(l.fsDir, unix.MNT_DETACH); err != nil {
+				return errors.Join(append(errs, err)...)
+			}
 		}
 		l.mounted = false
 	}
@@ -236,7 +244,7 @@ type CommitArgs = lsmt.CommitArgs
 // the caller chooses the containers). The layer's own UUID and parent are
 // used unless args set them.
 func (l *Layer) Commit(w io.Writer, args CommitArgs) (int64, error) {
-	if err := l.unmap(); err != nil {
+	if err := l.unmap(false); err != nil {
 		return 0, err
 	}
 	rw, err := lsmt.OpenRW(filepath.Join(l.dir, "layer.data"), filepath.Join(l.dir, "layer.index"))
@@ -256,7 +264,11 @@ func (l *Layer) Commit(w io.Writer, args CommitArgs) (int64, error) {
 
 // Close tears down whatever is still up and removes the work directory.
 func (l *Layer) Close() error {
-	err := l.unmap()
+	err := l.unmap(true)
+	if l.dir != "" && !l.unmapped {
+		// Something is still mounted below: leave the files alone.
+		return fmt.Errorf("%w; %s left in place", err, l.dir)
+	}
 	if l.dir != "" {
 		err = errors.Join(err, os.RemoveAll(l.dir))
 		l.dir = ""
