@@ -64,7 +64,7 @@ type Options struct {
 	// Context, if not nil, stops a conversion when done: the layer being
 	// applied fails, and its mounts are taken down.
 	Context context.Context
-	Log      *slog.Logger
+	Log     *slog.Logger
 }
 
 // Event reports progress on one layer.
@@ -249,8 +249,13 @@ func (c *Converter) Image(src v1.Image, platform string) (v1.Image, error) {
 	var diffIDs []v1.Hash
 	chain := ""
 	for i, l := range layers {
-		diffID, err := l.DiffID()
-		if err != nil {
+		// The config names the diff IDs; asking the layer may mean
+		// decompressing it whole once more (ggcr does for layouts). The
+		// applied stream is checked against it below.
+		var diffID v1.Hash
+		if len(cfg.RootFS.DiffIDs) == len(layers) {
+			diffID = cfg.RootFS.DiffIDs[i]
+		} else if diffID, err = l.DiffID(); err != nil {
 			return nil, fmt.Errorf("convert: layer %d: %w", i+1, err)
 		}
 		chain = chainID(chain, diffID)
@@ -261,11 +266,11 @@ func (c *Converter) Image(src v1.Image, platform string) (v1.Image, error) {
 			c.stats.Cached++
 			ev.Phase = "cached"
 			c.event(ev)
-		} else if err := c.layer(l, paths, path, uuidOf(key), ev); err != nil {
+		} else if err := c.layer(l, diffID, paths, path, uuidOf(key), ev); err != nil {
 			return nil, fmt.Errorf("convert: layer %d/%d (%s): %w", i+1, len(layers), diffID, err)
 		}
 		paths = append(paths, path)
-		fl, err := newFileLayer(path, layerMT)
+		fl, err := cachedFileLayer(path, layerMT)
 		if err != nil {
 			return nil, err
 		}
@@ -310,7 +315,7 @@ func uuidOf(key [32]byte) string {
 
 // layer converts one source layer over the converted layers below into
 // the cache file out.
-func (c *Converter) layer(l v1.Layer, below []string, out, uuid string, ev Event) error {
+func (c *Converter) layer(l v1.Layer, diffID v1.Hash, below []string, out, uuid string, ev Event) error {
 	var base *image.Stack
 	if len(below) > 0 {
 		var err error
@@ -330,11 +335,16 @@ func (c *Converter) layer(l v1.Layer, below []string, out, uuid string, ev Event
 	defer rc.Close()
 	ev.Phase, ev.Total = "apply", size
 	cr := &countingReader{r: rc, ctx: c.o.Context, report: func(n int64) { ev.Done = n; c.event(ev) }}
-	tr, err := build.OpenTar(cr)
+	zr, err := build.OpenTar(cr)
 	if err != nil {
 		return err
 	}
-	defer tr.Close()
+	defer zr.Close()
+	if diffID.Algorithm != "sha256" {
+		return fmt.Errorf("diff id %s: only sha256 is supported", diffID)
+	}
+	sum := sha256.New()
+	tr := io.TeeReader(zr, sum)
 	nl, err := build.NewLayer(build.Options{Base: base, VirtualSize: c.o.VirtualSize, UUID: uuid, WorkDir: c.o.WorkDir, Log: c.o.Log})
 	if err != nil {
 		return err
@@ -349,10 +359,13 @@ func (c *Converter) layer(l v1.Layer, below []string, out, uuid string, ev Event
 	if _, err := io.Copy(io.Discard, tr); err != nil {
 		return fmt.Errorf("reading the end of the layer: %w", err)
 	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != diffID.Hex {
+		return fmt.Errorf("the layer's content has diff id sha256:%s, the image says %s", got, diffID)
+	}
 	c.stats.SourceBytes += st.Bytes
 	ev.Phase = "commit"
 	c.event(ev)
-	if err := nl.CommitFile(out, build.CommitArgs{}, layerfile.WriteOptions{ZFile: c.o.ZFile, Tar: true, Replace: true, Mode: 0o600}); err != nil {
+	if err := nl.CommitFile(out, build.CommitArgs{}, layerfile.WriteOptions{ZFile: c.o.ZFile, Tar: true, Replace: true, Mode: 0o644}); err != nil {
 		return err
 	}
 	ev.Phase = "done"

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,6 +234,17 @@ func TestConvertMatchesUmoci(t *testing.T) {
 	out := convertSpec(t, c, "oci:"+srcDir+":v1", "oci:"+outDir+":v1")
 	compareTrees(t, want, obdfsTree(t, "oci:"+outDir+":v1"))
 	checkImage(t, src, out.Image, types.OCIUncompressedLayer)
+	// The layout's layer blobs are the cache files, linked, not copied.
+	m, err := out.Image.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range m.Layers {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(outDir, "blobs", "sha256", l.Digest.Hex), &st); err != nil || st.Nlink != 2 {
+			t.Errorf("blob %s: nlink %d, err %v; want a link to the cache file", l.Digest, st.Nlink, err)
+		}
+	}
 	if s := c.Stats(); s.Layers != 4 || s.Cached != 0 || s.SourceBytes == 0 {
 		t.Errorf("stats %+v", s)
 	}
@@ -368,10 +381,33 @@ func TestConvertRefusesEscapes(t *testing.T) {
 			if !errors.Is(err, build.ErrEscape) {
 				t.Fatalf("err = %v, want build.ErrEscape", err)
 			}
-			ents, _ := os.ReadDir(filepath.Join(cache, "convert"))
+			ents, _ := filepath.Glob(filepath.Join(cache, "convert", "*.layer"))
 			if len(ents) != 1 {
 				t.Errorf("cache holds %d entries, want only the good first layer", len(ents))
 			}
 		})
+	}
+}
+
+// TestConvertChecksDiffIDs: a layer whose content does not match the diff
+// id the config names fails the conversion and is not cached.
+func TestConvertChecksDiffIDs(t *testing.T) {
+	needRoot(t)
+	img := sourceImage(t, treetest.Layers()[:2], false, "amd64")
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.RootFS.DiffIDs[1] = cf.RootFS.DiffIDs[0]
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	cache := t.TempDir()
+	if _, err := newConverter(t, cache).Convert(Source{Image: img}); err == nil || !strings.Contains(err.Error(), "diff id") {
+		t.Fatalf("err = %v, want a diff id mismatch", err)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(cache, "convert", "*.layer")); len(ents) != 1 {
+		t.Errorf("cache holds %d layers, want only the good first one", len(ents))
 	}
 }

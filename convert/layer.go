@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -43,4 +44,68 @@ func (l *fileLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
 func (l *fileLayer) Compressed() (io.ReadCloser, error)  { return os.Open(l.path) }
 func (l *fileLayer) Uncompressed() (io.ReadCloser, error) {
 	return os.Open(l.path)
+}
+
+// cachedFileLayer is newFileLayer with the digest remembered beside the
+// cache file (PATH.digest: "sha256:HEX SIZE"), so a cached layer is not
+// read whole again for each image that uses it.
+func cachedFileLayer(path string, mt types.MediaType) (*fileLayer, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if b, err := os.ReadFile(path + ".digest"); err == nil {
+		var d string
+		var size int64
+		if _, err := fmt.Sscanf(string(b), "%s %d", &d, &size); err == nil && size == fi.Size() {
+			if h, err := v1.NewHash(d); err == nil {
+				return &fileLayer{path: path, mt: mt, size: size, digest: h}, nil
+			}
+		}
+	}
+	l, err := newFileLayer(path, mt)
+	if err != nil {
+		return nil, err
+	}
+	// Written after the layer file is complete; a torn write fails to parse
+	// or mismatches the size, and the file is hashed again.
+	tmp := path + ".digest.tmp"
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%s %d\n", l.digest, l.size)), 0o600); err == nil {
+		os.Rename(tmp, path+".digest")
+	}
+	return l, nil
+}
+
+// linkBlobs hard-links the converted layer files of s into the blob store
+// of an OCI layout at dir, which then skips copying them. Failures (another
+// filesystem, say) only mean the blobs get copied.
+func linkBlobs(dir string, s Source) {
+	var imgs []v1.Image
+	if s.Image != nil {
+		imgs = append(imgs, s.Image)
+	}
+	if s.Index != nil {
+		if im, err := s.Index.IndexManifest(); err == nil {
+			for _, d := range im.Manifests {
+				if img, err := s.Index.Image(d.Digest); err == nil {
+					imgs = append(imgs, img)
+				}
+			}
+		}
+	}
+	blobs := filepath.Join(dir, "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		return
+	}
+	for _, img := range imgs {
+		ls, err := img.Layers()
+		if err != nil {
+			continue
+		}
+		for _, l := range ls {
+			if fl, ok := l.(*fileLayer); ok {
+				os.Link(fl.path, filepath.Join(blobs, fl.digest.Hex))
+			}
+		}
+	}
 }

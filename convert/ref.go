@@ -165,6 +165,7 @@ func Write(ctx context.Context, spec string, s Source, o RegistryOptions) error 
 				return fmt.Errorf("destination %s: %w", spec, err)
 			}
 		}
+		linkBlobs(dir, s)
 		var opts []layout.Option
 		m := match.Annotation(refNameAnnotation, tag)
 		if tag != "" {
