@@ -340,6 +340,12 @@ func (a *applier) xattrs(pfd int, base, name string, hdr *tar.Header) error {
 	for _, k := range keys {
 		attr := k[len(xattrPAX):]
 		if err := unix.Lsetxattr(p, attr, []byte(hdr.PAXRecords[k]), 0); err != nil {
+			// The kernel refuses user.* xattrs on symlinks and special
+			// files; such a record cannot be honoured anywhere.
+			special := hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA && hdr.Typeflag != tar.TypeDir
+			if special && (err == unix.EPERM || err == unix.ENOTSUP) {
+				continue
+			}
 			return fmt.Errorf("xattr %s on %s: %w", attr, name, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"archive/tar"
 	"bytes"
 	"errors"
 	"os"
@@ -229,5 +230,29 @@ func TestLayerRoundTrip(t *testing.T) {
 	// but lost+found changed its link count only.
 	for _, d := range treetest.Diff(want, got, 20) {
 		t.Error(d)
+	}
+}
+
+// TestApplyXattrsOnSpecialFiles: user.* xattrs the kernel refuses on
+// symlinks and devices are skipped, others are set.
+func TestApplyXattrsOnSpecialFiles(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	x := map[string]string{"SCHILY.xattr.user.x": "u", "SCHILY.xattr.trusted.y": "t"}
+	tarball := treetest.Tar([]treetest.TarEntry{
+		{Hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "link", Linkname: "target", PAXRecords: x}},
+		{Hdr: tar.Header{Typeflag: tar.TypeFifo, Name: "fifo", Mode: 0o644, PAXRecords: x}},
+	})
+	if _, err := Apply(dir, bytes.NewReader(tarball), "special"); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := treetest.Snapshot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"link", "fifo"} {
+		if snap[n].Xattrs["trusted.y"] != "t" {
+			t.Errorf("%s: %v", n, snap[n])
+		}
 	}
 }
