@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -458,7 +459,14 @@ func (b *Blob) fetchRun(r run, p prio, held bool) (err error) {
 	// The body is read straight into a chunk-sized buffer; since attempt
 	// reads with ReadFull of at most len(buf) and the run starts on a chunk
 	// boundary, each sink call is exactly one chunk (or the short last one).
+	start, first := time.Now(), true
 	sink := func(q []byte, at int64) error {
+		if first {
+			// Time to the first chunk: about one round trip (plus the
+			// chunk's transfer), for the readahead window's bound.
+			first = false
+			b.ra.noteRTT(time.Since(start))
+		}
 		if at%b.chunk != 0 {
 			return fmt.Errorf("internal: unaligned piece at %d", at)
 		}

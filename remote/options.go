@@ -16,7 +16,7 @@ const (
 	DefaultTimeout     = 30 * time.Second
 	DefaultRetries     = 3
 	DefaultMaxInflight = 16
-	DefaultReadahead   = 16 << 20
+	DefaultReadahead   = 32 << 20
 	DefaultPlatform    = "linux/amd64"
 )
 
@@ -61,7 +61,7 @@ type Options struct {
 	// fetched ahead of the readers right after the open.
 	Trace *Trace
 	// Readahead is the largest window a sequential reader's readahead
-	// grows to, in bytes (default 16 MiB; negative turns readahead off).
+	// grows to, in bytes (default 32 MiB; negative turns readahead off).
 	Readahead int64
 	// Transport is the base HTTP transport (default: a clone of
 	// go-containerregistry's remote.DefaultTransport). Tests inject faults here.

@@ -1,12 +1,16 @@
 package remote
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
 // Readahead for a lone reader on a high-RTT link: without it a sequential
 // reader pays one round trip per chunk. Each Blob tracks a few sequential
 // streams (a ZFile layer is read at its index and at its data, several files
 // at once); a read that continues a stream grows the stream's window, from
-// one chunk (RefillSize) doubling up to Options.Readahead, and the chunks of
+// initialWindow chunks doubling up to Options.Readahead, and the chunks of
 // the window ahead of the reader are fetched in the background at prioAhead,
 // in GETs of up to maxRun, several in flight. A read that continues no
 // stream takes over the least recently used one with an empty window, so
@@ -14,6 +18,24 @@ import "sync"
 
 // numStreams is how many sequential streams a Blob follows at once.
 const numStreams = 4
+
+// initialWindow is the window, in chunks, of a stream when it is first
+// seen to be sequential (then doubled per chunk the reader reaches): 1 MiB
+// with the default RefillSize, as the kernel's initial readahead.
+const initialWindow = 4
+
+// minRun is how many chunks a stream must have read without a gap before
+// readahead starts: the kernel's own readahead of a small file (1 MiB of
+// the disk, about two compressed chunks) must not look like a sequential
+// reader, or every small file read fetches megabytes around it.
+const minRun = 4
+
+// maxSkip is the largest gap, in chunks, between a stream's last read and
+// a read still taken as continuing it (the kernel's parallel readahead
+// arrives a little out of order). Reads further ahead start a new stream:
+// with a larger tolerance, scattered reads (a tar of many small files) were
+// taken for a sequential reader and readahead fetched megabytes never read.
+const maxSkip = 8
 
 // maxAheadPending bounds the readahead GETs queued or in flight per Blob.
 const maxAheadPending = 16
@@ -23,6 +45,12 @@ type stream struct {
 	ahead  int64  // first chunk readahead has not asked for
 	window int64  // chunks kept ahead of next; 0 until sequential
 	used   uint64 // last use, for LRU; 0 = empty slot
+	run    int64  // chunks reached without a gap
+
+	// The reader's recent pace: chunks reached since markAt.
+	markAt    time.Time
+	markChunk int64
+	pace      float64 // chunks per second over the last interval
 }
 
 type streams struct {
@@ -30,6 +58,33 @@ type streams struct {
 	max  int64 // window bound in chunks; 0 disables readahead
 	tick uint64
 	s    [numStreams]stream
+	rtt  atomic.Int64 // ns: a recent low time to a GET's first chunk
+}
+
+// noteRTT records a GET's time to first chunk. The estimate follows drops
+// at once and rises slowly (queueing behind other GETs inflates samples).
+func (ss *streams) noteRTT(d time.Duration) {
+	for {
+		cur := ss.rtt.Load()
+		next := int64(d)
+		if cur != 0 && next > cur {
+			next = cur + (next-cur)/16
+		}
+		if ss.rtt.CompareAndSwap(cur, next) {
+			return
+		}
+	}
+}
+
+// bound is the window a stream needs: what the reader consumes in two
+// round trips at its recent pace (more would only be fetched early, and
+// wasted if the reader stops), at least initialWindow, at most max.
+func (ss *streams) bound(st *stream) int64 {
+	rtt := time.Duration(ss.rtt.Load())
+	if rtt <= 0 || st.pace <= 0 {
+		return min(4*initialWindow, ss.max) // until the pace is known
+	}
+	return min(int64(2*st.pace*rtt.Seconds())+initialWindow, ss.max)
 }
 
 // observe records a read of chunks [first, last] of a blob of n chunks and
@@ -47,7 +102,7 @@ func (ss *streams) observe(first, last, n int64) (from, to int64) {
 		// Continuing: starts in or just after the last chunk read, or
 		// inside the window ahead (parallel readers of one stream, such as
 		// the kernel's async readahead, arrive out of order).
-		if c.used != 0 && first >= c.next-2 && first <= c.next+max(c.window/2, 1) {
+		if c.used != 0 && first >= c.next-2 && first <= c.next+min(max(c.window/4, 1), maxSkip) {
 			st = c
 			break
 		}
@@ -66,7 +121,25 @@ func (ss *streams) observe(first, last, n int64) (from, to int64) {
 	if last < st.next {
 		return 1, 0 // no new chunk: neither grow nor fetch
 	}
-	st.window = min(max(2*st.window, 1), ss.max)
+	now := time.Now()
+	if st.markAt.IsZero() {
+		st.markAt, st.markChunk = now, st.next
+	} else if el := now.Sub(st.markAt); el >= 2*time.Duration(max(ss.rtt.Load(), int64(time.Millisecond))) {
+		st.pace = float64(last+1-st.markChunk) / el.Seconds()
+		st.markAt, st.markChunk = now, last+1
+	}
+	// Growing while the reader reads on without a gap (slow start),
+	// bounded by what its pace needs.
+	if first <= st.next {
+		adv := last + 1 - st.next
+		st.run += adv
+		if st.run >= minRun {
+			// Each chunk consumed adds one to the window: it doubles
+			// once per window read (per round trip while the reader
+			// waits), not once per read.
+			st.window = min(max(st.window+adv, initialWindow), max(ss.bound(st), st.window/2))
+		}
+	}
 	st.next = last + 1
 	st.ahead = max(st.ahead, st.next)
 	end := min(st.next+st.window-1, n-1)

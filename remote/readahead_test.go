@@ -42,7 +42,7 @@ func TestReadahead(t *testing.T) {
 		maxGets, minGets int64
 		ahead            bool
 	}{
-		{"sequential on", 1 << 20, seqOffsets(size, 16<<10), 40, 1, true},
+		{"sequential on", 1 << 20, seqOffsets(size, 16<<10), 80, 1, true},
 		{"sequential off", -1, seqOffsets(size, 16<<10), 128, 128, false},
 		// Stride of 5 chunks: never continues a stream, nothing ahead.
 		{"strided on", 1 << 20, stridedOffsets(128, 5, 40, chunk), 40, 40, false},
@@ -54,6 +54,10 @@ func TestReadahead(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// A round trip, so that the window grows (it is bounded by what
+			// the reader consumes in two of them).
+			f.latency = 5 * time.Millisecond
+			defer func() { f.latency = 0 }()
 			g0 := f.gets.Load()
 			p := make([]byte, 16<<10)
 			for _, off := range tc.offsets {

@@ -11,7 +11,7 @@ import (
 // download (an image config's `download` block overrides the latter), trace
 // record and replay.
 type lazyFlags struct {
-	Readahead       string        `default:"16MiB" placeholder:"SIZE" help:"Largest readahead window of a sequential reader of a registry layer (0: no readahead)."`
+	Readahead       string        `default:"32MiB" placeholder:"SIZE" help:"Largest readahead window of a sequential reader of a registry layer (0: no readahead)."`
 	Background      bool          `help:"Download the rest of every registry layer in use into the blob cache in the background (verified against its digest, resumed after a restart)."`
 	BackgroundDelay time.Duration `default:"0s" placeholder:"DURATION" help:"Wait this long after a layer is opened before its background download starts."`
 	BackgroundRate  string        `default:"0" placeholder:"SIZE" help:"Bound of the background download rate per second for the process, e.g. 20MiB (0: none)."`

@@ -73,7 +73,7 @@ func TestReadaheadThroughProxy(t *testing.T) {
 		readahead int64
 		maxGets   int64
 	}{
-		{"readahead", 0, 24},
+		{"readahead", 0, 40},
 		{"no readahead", -1, size / remote.DefaultRefillSize},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
