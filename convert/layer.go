@@ -10,6 +10,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/obdfs/obdfs/internal/atomicfile"
 )
 
 // fileLayer is a converted (tar-wrapped) layer file as a blob. It counts
@@ -69,10 +71,8 @@ func cachedFileLayer(path string, mt types.MediaType) (*fileLayer, error) {
 	}
 	// Written after the layer file is complete; a torn write fails to parse
 	// or mismatches the size, and the file is hashed again.
-	tmp := path + ".digest.tmp"
-	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%s %d\n", l.digest, l.size)), 0o600); err == nil {
-		os.Rename(tmp, path+".digest")
-	}
+	// Best effort: without it the file is only hashed again.
+	_ = atomicfile.WriteFile(path+".digest", []byte(fmt.Sprintf("%s %d\n", l.digest, l.size)), 0o600)
 	return l, nil
 }
 
