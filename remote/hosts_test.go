@@ -183,6 +183,14 @@ type countingProxy struct {
 	rp        *httputil.ReverseProxy
 	blobBytes atomic.Int64
 	blobGets  atomic.Int64
+	inflight  sync.WaitGroup
+}
+
+// settled returns the blob bytes sent once no request is in flight (the
+// GETs of closed blobs finish after their readers are gone).
+func (p *countingProxy) settled() int64 {
+	p.inflight.Wait()
+	return p.blobBytes.Load()
 }
 
 type countingWriter struct {
@@ -203,9 +211,15 @@ func (w countingWriter) Flush() {
 }
 
 func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.inflight.Add(1)
+	defer p.inflight.Done()
 	if strings.Contains(r.URL.Path, "/blobs/") && r.Method == http.MethodGet {
 		p.blobGets.Add(1)
-		w = countingWriter{w, &p.blobBytes}
+		var n atomic.Int64
+		w = countingWriter{w, &n}
+		p.rp.ServeHTTP(w, r)
+		p.blobBytes.Add(n.Load())
+		return
 	}
 	p.rp.ServeHTTP(w, r)
 }
@@ -412,12 +426,12 @@ func TestMirrorFleet(t *testing.T) {
 		wg.Wait()
 		return time.Since(start)
 	}
-	before := cp.blobBytes.Load()
+	before := cp.settled()
 	direct := run("")
-	directBytes := cp.blobBytes.Load() - before
-	before = cp.blobBytes.Load()
+	directBytes := cp.settled() - before
+	before = cp.settled()
 	mirrored := run(hostsDir)
-	viaMirror := cp.blobBytes.Load() - before
+	viaMirror := cp.settled() - before
 	t.Logf("origin blob GETs: %d", cp.blobGets.Load())
 	t.Logf("%d nodes, %d-byte blob: without mirror the origin sent %d bytes (%.3fx) in %v; through the cold mirror %d (%.3fx) in %v",
 		nodes, size, directBytes, float64(directBytes)/float64(size), direct.Round(time.Millisecond),

@@ -376,7 +376,7 @@ func (c *client) checkFill(ctx context.Context, f *fill, digest string, size int
 	ctx = context.WithValue(ctx, probeKey{}, true)
 	url := c.blobURL(digest)
 	deadline := time.Now().Add(c.o.Timeout)
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		got, err := c.probeOnce(ctx, url, digest)
 		if err == nil && got != size {
 			c.state.fail(fmt.Errorf("%s: the mirror says the blob has %d bytes, not %d", url, got, size), c.cooldown())
