@@ -336,7 +336,7 @@ func getManifest(ref name.Reference, o Options, opts []ggcrremote.Option) (*ggcr
 // registry traffic per request. So the first request of the node for a blob
 // checks the mirror with a one-byte GET; while the mirror answers with the
 // whole blob (hung up on at once), that request polls it, backing off from
-// 100 ms, for up to Options.Timeout, and the node's other requests for the
+// 250 ms to 2 s, for up to Options.Timeout, and the node's other requests for the
 // blob wait. A mirror still filling after that is passed over for the blob
 // for a cooldown.
 type fill struct {
