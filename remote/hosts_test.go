@@ -3,7 +3,17 @@ package remote
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"io"
+	"log"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -439,4 +449,106 @@ func TestMirrorFleet(t *testing.T) {
 	if viaMirror >= directBytes {
 		t.Errorf("the mirror saved nothing: origin sent %d bytes through it, %d without", viaMirror, directBytes)
 	}
+}
+
+// TestMirrorTLSOverridePath: a mirror on HTTPS (its certificate trusted
+// through hosts.toml's ca, not the system pool; it requires the client
+// certificate of hosts.toml's client pair) whose API root is a path of its
+// own (override_path), in front of the in-process registry.
+func TestMirrorTLSOverridePath(t *testing.T) {
+	files := fixtures(t, stackFiles...)
+	origin, _ := inproc(t)
+	ref := "docker://" + origin + "/obdfs/stack:v1"
+	o := testOptions(t)
+	mustPush(t, ref, files, o)
+	up, _ := url.Parse("http://" + origin)
+	rp := httputil.NewSingleHostReverseProxy(up)
+	var mu sync.Mutex
+	paths := map[string]int{}
+	mirror := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest, ok := strings.CutPrefix(r.URL.Path, "/api/root")
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		kind := "other"
+		if strings.Contains(rest, "/blobs/") {
+			kind = "blob"
+		} else if strings.Contains(rest, "/manifests/") {
+			kind = "manifest"
+		}
+		paths[kind]++
+		mu.Unlock()
+		r.URL.Path = "/v2" + rest
+		rp.ServeHTTP(w, r)
+	}))
+	mirror.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes below
+	clientPEM, keyPEM, clientCert := clientCertificate(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(clientCert)
+	mirror.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	mirror.StartTLS()
+	defer mirror.Close()
+	dir := t.TempDir()
+	pemCA := pemCert(mirror.Certificate().Raw)
+	hosts := writeHosts(t, origin, fmt.Sprintf(`[host."%s/api/root"]
+  override_path = true
+  ca = "%s"
+  client = [["%s", "%s"]]
+`, mirror.URL, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "c.pem"), filepath.Join(dir, "c.key")))
+	for name, b := range map[string][]byte{"ca.pem": pemCA, "c.pem": clientPEM, "c.key": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.HostsDir = hosts
+	o.CacheDir = t.TempDir()
+	readStack(t, ref, o)
+	mu.Lock()
+	defer mu.Unlock()
+	if paths["blob"] == 0 || paths["manifest"] == 0 {
+		t.Errorf("requests at the mirror's API root: %v; want manifests and blobs", paths)
+	}
+
+	// Without the ca the mirror's certificate is refused and the registry serves.
+	if err := os.WriteFile(filepath.Join(hosts, strings.ReplaceAll(origin, ":", "_")+"_", "hosts.toml"),
+		[]byte(fmt.Sprintf("[host.%q]\n  override_path = true\n", mirror.URL+"/api/root")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := paths["blob"]
+	mu.Unlock()
+	o2 := o
+	o2.CacheDir = t.TempDir()
+	o2.Timeout = 4 * time.Second // another client key: hosts.toml is read again
+	readStack(t, ref, o2)
+	mu.Lock()
+	if paths["blob"] != before {
+		t.Errorf("a mirror with an untrusted certificate served %d blob GETs", paths["blob"]-before)
+	}
+}
+
+// clientCertificate makes a self-signed client certificate and its key.
+func clientCertificate(t *testing.T) (certPEM, keyPEM []byte, cert *x509.Certificate) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "obdfs-test-client"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ = x509.ParseCertificate(der)
+	return pemCert(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), cert
+}
+
+func pemCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
