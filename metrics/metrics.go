@@ -231,6 +231,7 @@ var (
 	descBlobFetched    = prometheus.NewDesc("obdfs_layer_fetched_bytes_total", "Bytes received from the registry for a layer.", layerLabels, nil)
 	descBlobAhead      = prometheus.NewDesc("obdfs_layer_ahead_bytes_total", "Of the fetched bytes, those fetched ahead of readers (readahead, trace replay).", layerLabels, nil)
 	descBlobBackground = prometheus.NewDesc("obdfs_layer_background_bytes_total", "Of the fetched bytes, those fetched by the background download.", layerLabels, nil)
+	descBlobBgState    = prometheus.NewDesc("obdfs_layer_background_state", "1 for the state of a registry layer's background download (waiting, running, done, failed, ...).", append(layerLabels, "state"), nil)
 	descCacheBytes     = prometheus.NewDesc("obdfs_block_cache_bytes", "Bytes held by the decoded-block cache.", nil, nil)
 	descCacheMax       = prometheus.NewDesc("obdfs_block_cache_max_bytes", "Bound of the decoded-block cache.", nil, nil)
 	descHostRequests   = prometheus.NewDesc("obdfs_registry_requests_total", "HTTP requests sent to a registry, mirror, token server or blob storage host.", hostLabels, nil)
@@ -239,7 +240,7 @@ var (
 	descHostRetries    = prometheus.NewDesc("obdfs_registry_retries_total", "Range GETs and probes tried again at a registry.", hostLabels, nil)
 	descHostFallbacks  = prometheus.NewDesc("obdfs_registry_mirror_fallbacks_total", "Requests a mirror failed or lacked the blob for, passed on to the next host.", hostLabels, nil)
 	allDescs           = []*prometheus.Desc{descLayerReads, descLayerBytes, descLayerHits, descLayerMisses, descBlobSize, descBlobCached,
-		descBlobVerified, descBlobFetches, descBlobFetched, descBlobAhead, descBlobBackground, descCacheBytes, descCacheMax,
+		descBlobVerified, descBlobFetches, descBlobFetched, descBlobAhead, descBlobBackground, descBlobBgState, descCacheBytes, descCacheMax,
 		descHostRequests, descHostBytes, descHostErrors, descHostRetries, descHostFallbacks}
 )
 
@@ -291,6 +292,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 				counter(descBlobFetched, f.FetchedBytes, l...)
 				counter(descBlobAhead, f.AheadBytes, l...)
 				counter(descBlobBackground, f.BackgroundBytes, l...)
+				if f.Background != "" {
+					gauge(descBlobBgState, 1, append(l, f.Background)...)
+				}
 			}
 		}
 	}

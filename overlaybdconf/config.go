@@ -29,7 +29,7 @@ const DefaultPath = "/etc/overlaybd/overlaybd.json"
 type Settings struct {
 	Path string
 
-	CacheDir   string // cacheConfig.cacheDir, or registryCacheDir
+	CacheDir   string // cacheConfig.cacheDir, or registryCacheDir (obdfs uses its obdfs/ subdirectory)
 	CacheMax   int64  // cacheConfig.cacheSizeGB, or registryCacheSizeGB, in bytes
 	RefillSize int64  // cacheConfig.refillSize
 

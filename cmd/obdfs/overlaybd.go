@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -62,7 +63,9 @@ func (f remoteFlags) applyConfig(o *remote.Options) error {
 		return err
 	}
 	if s.CacheDir != "" && f.CacheDir == remote.DefaultCacheDir {
-		o.CacheDir = s.CacheDir
+		// A directory of its own inside overlaybd's: obdfs's cache
+		// layout differs, and obdfs makes its cache directory private.
+		o.CacheDir = filepath.Join(s.CacheDir, "obdfs")
 	}
 	if s.CacheMax > 0 && f.CacheMax == "4GiB" {
 		o.CacheMax = s.CacheMax

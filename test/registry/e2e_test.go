@@ -183,7 +183,7 @@ func TestPullCLIEmulated(t *testing.T) {
 // TestOverlaybdConfigCLI: obdfs pull with overlaybd's service config as its
 // only configuration: the credential file of credentialConfig (no docker
 // config) opens the htpasswd registry, the blobs land in cacheConfig's
-// cacheDir, keys without an obdfs meaning are reported once; a flag given
+// cacheDir (its obdfs/ subdirectory), keys without an obdfs meaning are reported once; a flag given
 // on the command line wins over the file.
 func TestOverlaybdConfigCLI(t *testing.T) {
 	fixture.Oracle(t, "d/l1.lsmt")
@@ -211,7 +211,7 @@ func TestOverlaybdConfigCLI(t *testing.T) {
 	if !strings.Contains(out, "verified") {
 		t.Fatalf("pull output:\n%s", out)
 	}
-	if ents, err := os.ReadDir(filepath.Join(cache, "blobs", "sha256")); err != nil || len(ents) == 0 {
+	if ents, err := os.ReadDir(filepath.Join(cache, "obdfs", "blobs", "sha256")); err != nil || len(ents) == 0 {
 		t.Errorf("nothing in cacheConfig.cacheDir %s: %v", cache, err)
 	}
 	if !strings.Contains(out, "enableAudit (no obdfs meaning)") || strings.Count(out, "without an obdfs meaning") != 1 {
