@@ -185,3 +185,33 @@ func TestNotALayer(t *testing.T) {
 		t.Fatal("Compression(lz4, 128 KiB) succeeded")
 	}
 }
+
+// failAfter serves the first n bytes of b and fails every read beyond.
+type failAfter struct {
+	b   []byte
+	n   int64
+	err error
+}
+
+func (f *failAfter) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > f.n {
+		return 0, f.err
+	}
+	return copy(p, f.b[off:]), nil
+}
+
+// A read that fails while the containers are probed is reported as the
+// failure it is, never as "not an overlaybd layer".
+func TestReadErrorIsNotAFormat(t *testing.T) {
+	refused := errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
+	b, err := os.ReadFile(fixture.Oracle(t, "d/l1.lsmt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int64{0, 600, int64(len(b)) - 100} { // first block, LSMT header, trailer
+		_, err := layerfile.OpenLayer(&failAfter{b: b, n: n, err: refused}, int64(len(b)), layerfile.Options{Name: "blob"})
+		if !errors.Is(err, refused) || strings.Contains(err.Error(), "not an overlaybd layer") || !strings.Contains(err.Error(), "blob") {
+			t.Errorf("reads failing past %d: %v", n, err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package layerfile
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -205,7 +206,11 @@ func Open(r io.ReaderAt, size int64, o Options) (*File, error) {
 		f.ZFile, f.Kind.ZFile = zr, true
 		f.Data, f.DataSize = zr, zr.Size()
 	}
-	h, ok := readLSMTHeader(f.Data, f.DataSize, 0)
+	h, ok, err := readLSMTHeader(f.Data, f.DataSize, 0)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	switch {
 	case !ok || !h.IsHeader():
 		f.Kind.Content = Unknown
@@ -214,7 +219,11 @@ func Open(r io.ReaderAt, size int64, o Options) (*File, error) {
 		f.Kind.Content = RWIndex
 		return f, nil
 	}
-	t, ok := readLSMTHeader(f.Data, f.DataSize, f.DataSize-lsmt.HeaderSize)
+	t, ok, err := readLSMTHeader(f.Data, f.DataSize, f.DataSize-lsmt.HeaderSize)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	sealed := f.DataSize >= 2*lsmt.HeaderSize && ok && !t.IsHeader() && t.IsSealed()
 	switch {
 	case h.IsSealed():
@@ -302,17 +311,21 @@ func openPath(path string, o Options, open func(io.ReaderAt, int64, Options) (*F
 }
 
 // readLSMTHeader reads the header or trailer at off; ok is false when there
-// is none (too short, unreadable or no magic).
-func readLSMTHeader(r io.ReaderAt, size, off int64) (h lsmt.Header, ok bool) {
+// is none (too short or no magic). A failed read is an error, not "no
+// header": a refused connection must not be reported as a wrong format.
+func readLSMTHeader(r io.ReaderAt, size, off int64) (h lsmt.Header, ok bool, err error) {
 	if off < 0 || off+lsmt.HeaderSize > size {
-		return h, false
+		return h, false, nil
 	}
 	var b [lsmt.HeaderSize]byte
-	if n, _ := r.ReadAt(b[:], off); n < len(b) {
-		return h, false
+	if n, err := r.ReadAt(b[:], off); n < len(b) {
+		if err != nil && !errors.Is(err, io.EOF) {
+			return h, false, fmt.Errorf("reading an LSMT header at %d: %w", off, err)
+		}
+		return h, false, nil
 	}
-	h, err := lsmt.ParseHeader(b[:])
-	return h, err == nil && h.MagicOK()
+	h, perr := lsmt.ParseHeader(b[:])
+	return h, perr == nil && h.MagicOK(), nil
 }
 
 // invalidatingSection is the tar member as a section of backing data that

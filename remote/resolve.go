@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -146,6 +147,11 @@ func offlineWorthy(err error) bool {
 }
 
 func resolveManifest(ctx context.Context, ref name.Reference, plat v1.Platform, o Options) (*resolved, error) {
+	// Every attempt shares ctx: bound them together as the range GETs are
+	// bounded one by one, so a registry that accepts and never answers
+	// fails the open instead of holding it.
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout*time.Duration(max(o.Retries, 0)+1))
+	defer cancel()
 	ropts := []ggcrremote.Option{
 		ggcrremote.WithContext(ctx),
 		ggcrremote.WithAuthFromKeychain(o.Keychain),

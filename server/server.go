@@ -29,6 +29,9 @@ type Config struct {
 	Open       Opener
 	Cache      *blockcache.Cache // reported by stats; may be nil
 	Mount      fusefs.MountOptions
+	// NonEmpty mounts over a directory that has entries (hiding them);
+	// otherwise such a mountpoint is refused.
+	NonEmpty bool
 	// Perm is the owner and mode of served files unless a stack overrides
 	// it; the zero value means fusefs.DefaultPerm.
 	Perm fusefs.Perm
@@ -115,6 +118,12 @@ func Start(cfg Config, stacks []Stack) (_ *Server, err error) {
 	if s.ln, err = listen(cfg.Socket); err != nil {
 		return nil, err
 	}
+	// After the socket: a mountpoint already served is reported as such.
+	if !cfg.NonEmpty {
+		if err := checkEmpty(mp); err != nil {
+			return nil, err
+		}
+	}
 	if s.fuse, err = fusefs.Mount(mp, s.root, cfg.Mount); err != nil {
 		return nil, err
 	}
@@ -144,6 +153,20 @@ func checkMountpoint(mp string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("mountpoint %s: %w", mp, err)
+	}
+	return nil
+}
+
+// checkEmpty refuses a mountpoint with entries the mount would hide.
+func checkEmpty(mp string) error {
+	d, err := os.Open(mp)
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", mp, err)
+	}
+	names, _ := d.Readdirnames(1)
+	d.Close()
+	if len(names) > 0 {
+		return fmt.Errorf("mountpoint %s is not empty (%s, ...): the mount would hide its files; use --nonempty to mount over them anyway", mp, names[0])
 	}
 	return nil
 }

@@ -36,6 +36,8 @@ func main() {
 		kong.Description("Serve overlaybd block images (LSMT layers, ZFile-compressed, tar-wrapped) as raw virtual disks, and build them.\n\n"+
 			"A STACK is an overlaybd image config (*.json with lowers/upper) or layer files separated by commas, bottom first (l1.commit,l2.commit)."),
 		kong.UsageOnError(),
+		// --readahead-kb -1 and the like: a flag's value may start with "-".
+		kong.WithHyphenPrefixedParameters(true),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	)
 	logLevel.Set(c.LogLevel)

@@ -30,6 +30,7 @@ type mountCmd struct {
 	MaxBackground int    `default:"64" help:"Asynchronous FUSE requests the kernel keeps in flight (readahead, async direct I/O)."`
 	LogFile       string `placeholder:"FILE" help:"Daemon log (default: the mountpoint's .log beside its control socket)."`
 	DebugFUSE     bool   `name:"debug-fuse" help:"Log every FUSE request."`
+	NonEmpty      bool   `name:"nonempty" help:"Mount over a directory that has files (they are hidden while mounted); refused otherwise."`
 	AllowOther    bool   `help:"Let other users open the files, as their owner and mode allow (default: only the user who mounted; implied by --uid/--gid)."`
 	permFlags
 	stackFlags
@@ -121,7 +122,7 @@ func (c *mountCmd) Run() error {
 		return err
 	}
 	cfg := server.Config{
-		Mountpoint: mp, Open: open, Cache: o.Cache, Log: slog.Default(), Perm: perm,
+		Mountpoint: mp, Open: open, Cache: o.Cache, Log: slog.Default(), Perm: perm, NonEmpty: c.NonEmpty,
 		Mount: fusefs.MountOptions{MaxIO: int(maxIO), ReadAheadKB: c.ReadaheadKB, MaxBackground: c.MaxBackground, Debug: c.DebugFUSE, AllowOther: c.AllowOther || allowOther},
 	}
 	if m != nil {

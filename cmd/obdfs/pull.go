@@ -35,6 +35,10 @@ type remoteFlags struct {
 	P2P       string `name:"p2p-address" placeholder:"ADDR" help:"overlaybd's P2P mode: GET blobs as ADDR/<registry blob URL> from a P2P agent (p2pConfig.address)."`
 	Dragonfly bool   `help:"Send Dragonfly's request headers (X-Dragonfly-Priority: 6 for reads, 3 for readahead and background) with blob GETs."`
 	configFlag
+	// A stalled registry holds a read for (retries+1) × timeout plus the
+	// backoff (about 2 minutes with the defaults) before it fails with EIO.
+	RegistryTimeout time.Duration `name:"registry-timeout" default:"30s" placeholder:"DURATION" help:"Bound of one registry request, body included; a read fails with EIO after --registry-retries more attempts."`
+	RegistryRetries int           `name:"registry-retries" default:"3" placeholder:"N" help:"Further attempts of a failed range GET (0: none)."`
 }
 
 // stackFlags are the flags of every command that opens a STACK: the
@@ -67,8 +71,18 @@ func (f remoteFlags) options() (remote.Options, error) {
 	if err != nil || max <= 0 {
 		return remote.Options{}, fmt.Errorf("--cache-max %q: want a size such as 4GiB", f.CacheMax)
 	}
+	if f.RegistryTimeout <= 0 {
+		return remote.Options{}, fmt.Errorf("--registry-timeout %v: want a positive duration such as 30s", f.RegistryTimeout)
+	}
+	if f.RegistryRetries < 0 {
+		return remote.Options{}, fmt.Errorf("--registry-retries %d: want 0 or more", f.RegistryRetries)
+	}
+	retries := f.RegistryRetries
+	if retries == 0 {
+		retries = -1 // remote.Options: 0 means the default, negative none
+	}
 	o := remote.Options{CacheDir: f.CacheDir, CacheMax: max, Insecure: f.Insecure, Platform: f.Platform, HostsDir: f.HostsDir,
-		Proxy: f.Proxy, P2P: f.P2P, Dragonfly: f.Dragonfly}
+		Proxy: f.Proxy, P2P: f.P2P, Dragonfly: f.Dragonfly, Timeout: f.RegistryTimeout, Retries: retries}
 	return o, f.applyConfig(&o)
 }
 

@@ -234,3 +234,28 @@ func TestAccess(t *testing.T) {
 	mountAt(t, mp, "--allow-other", "a="+layer)
 	canRead(filepath.Join(mp, "a"), other, true)
 }
+
+// TestMountpointChecks: a mountpoint with files is refused (the mount would
+// hide them) unless --nonempty; --readahead-kb -1, as documented, mounts.
+func TestMountpointChecks(t *testing.T) {
+	needRoot(t)
+	needFixtures(t)
+	layer := filepath.Join(fixtures, "d/l1.lsmt")
+	mp := filepath.Join(t.TempDir(), "mnt")
+	os.Mkdir(mp, 0o755)
+	os.WriteFile(filepath.Join(mp, "precious"), []byte("x"), 0o644)
+	if _, err := obdfs(t, "mount", mp, "a="+layer); err == nil || !strings.Contains(err.Error(), "not empty (precious") || !strings.Contains(err.Error(), "--nonempty") {
+		t.Fatalf("mount over a non-empty directory: %v", err)
+	}
+	if mounted(mp) {
+		t.Fatal("refused mount is mounted")
+	}
+	mountAt(t, mp, "--nonempty", "--readahead-kb", "-1", "a="+layer)
+	if _, err := os.Stat(filepath.Join(mp, "a")); err != nil {
+		t.Fatal(err)
+	}
+	unmount(t, mp)
+	if b, err := os.ReadFile(filepath.Join(mp, "precious")); err != nil || string(b) != "x" {
+		t.Fatalf("hidden file after unmount: %q %v", b, err)
+	}
+}
