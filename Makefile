@@ -7,7 +7,7 @@ BENCHTIME ?= 1s
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all build deps test test-short fuzz bench bench-go bench-convert bench-lazy demo test-vm bench-ublk vet clean
+.PHONY: all build deps test test-short fuzz bench bench-go bench-convert bench-lazy bench-fleet bench-metrics demo test-vm bench-ublk vet clean
 
 all: build
 
@@ -60,6 +60,15 @@ bench-convert: deps
 # Tunables: BENCH_NETS, BENCH_RUNS, BENCH_ROWS, BENCH_WORKLOADS, BENCH_DIR.
 bench-lazy: deps build
 	bash test/bench/lazy.sh
+
+# Fleets (test/bench/fleet.sh): origin bytes for BENCH_NODES daemons starting
+# one image at once behind a cold docker-registry pull-through mirror; and the
+# cost of --metrics on reads (test/bench/metrics.sh: fio, two daemons).
+bench-fleet: deps build
+	bash test/bench/fleet.sh
+
+bench-metrics: deps build
+	bash test/bench/metrics.sh
 
 # The Go benchmarks (testing.B) of every package.
 bench-go:

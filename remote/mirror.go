@@ -336,7 +336,7 @@ func getManifest(ref name.Reference, o Options, opts []ggcrremote.Option) (*ggcr
 // registry traffic per request. So the first request of the node for a blob
 // checks the mirror with a one-byte GET; while the mirror answers with the
 // whole blob (hung up on at once), that request polls it, backing off from
-// 250 ms to 2 s, for up to Options.Timeout, and the node's other requests for the
+// 1 s to 4 s, for up to Options.Timeout, and the node's other requests for the
 // blob wait. A mirror still filling after that is passed over for the blob
 // for a cooldown.
 type fill struct {
@@ -376,7 +376,7 @@ func (c *client) checkFill(ctx context.Context, f *fill, digest string, size int
 	ctx = context.WithValue(ctx, probeKey{}, true)
 	url := c.blobURL(digest)
 	deadline := time.Now().Add(c.o.Timeout)
-	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+	for wait := time.Second; ; wait = min(2*wait, 4*time.Second) {
 		got, err := c.probeOnce(ctx, url, digest)
 		if err == nil && got != size {
 			c.state.fail(fmt.Errorf("%s: the mirror says the blob has %d bytes, not %d", url, got, size), c.cooldown())
