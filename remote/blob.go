@@ -70,6 +70,7 @@ type Stats struct {
 
 	Cached     int64  // bytes of the blob in the persistent cache
 	Verified   bool   // the cached blob is complete and matched its digest
+	Damaged    int64  // cached chunks that failed their sum and were fetched again
 	Background string // background download: "", waiting, running, done, ...
 	Replay     string // trace replay: "", running, done
 }
@@ -103,6 +104,7 @@ func (b *Blob) Stats() Stats {
 		b.cf.mu.Lock()
 		st.Verified = b.cf.verified
 		b.cf.mu.Unlock()
+		st.Damaged = b.cf.damaged.Load()
 	}
 	return st
 }
@@ -352,7 +354,12 @@ func (b *Blob) ensure(first, last int64) error {
 	// rounds cover that without looping forever on a flapping range.
 	for round := 0; round < 4; round++ {
 		if b.cf.firstMissing(first, last) < 0 {
-			return nil
+			// Cached chunks are checked against the sums recorded at
+			// fetch once per open before they are served (cache.go).
+			dropped, err := b.cf.checkChunks(first, last)
+			if err != nil || !dropped {
+				return err
+			}
 		}
 		runs, waits := b.claim(first, last, maxRun/b.chunk)
 		errs := make([]error, len(runs), len(runs)+len(waits))
@@ -374,7 +381,9 @@ func (b *Blob) ensure(first, last int64) error {
 		}
 	}
 	if b.cf.firstMissing(first, last) < 0 {
-		return nil
+		if dropped, err := b.cf.checkChunks(first, last); err != nil || !dropped {
+			return err
+		}
 	}
 	return fmt.Errorf("chunks %d-%d keep being invalidated", first, last)
 }
@@ -551,7 +560,7 @@ func (b *Blob) Fetch(ctx context.Context, jobs int, progress func(have, total in
 			break
 		}
 		first, last := start, min(start+per, b.cf.n)-1
-		if b.cf.firstMissing(first, last) < 0 {
+		if b.cf.firstMissing(first, last) < 0 && b.cf.allChecked(first, last) {
 			continue
 		}
 		sem <- struct{}{}
@@ -572,7 +581,9 @@ func (b *Blob) Fetch(ctx context.Context, jobs int, progress func(have, total in
 		err = ctx.Err()
 	}
 	if err == nil {
-		err = b.cf.verify()
+		// Hashed again even if it matched once: a cached copy can change
+		// on disk, and "verified" must describe the bytes there now.
+		err = b.cf.rehash()
 	}
 	if err != nil && b.cf.mismatches.Load() > mism && !errors.Is(err, ErrDigest) {
 		// The check of the completed blob (run in the background by the

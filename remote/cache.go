@@ -27,17 +27,29 @@ import (
 // The .map file beside each cached blob:
 //
 //	0   8  magic "OBDFSMAP"
-//	8   4  version (1), little endian
+//	8   4  version (2), little endian
 //	12  4  flags: bit 0 = the complete blob matched its digest
 //	16  8  blob size
 //	24  8  chunk size (the RefillSize it was written with)
 //	32  n  bitmap, one bit per chunk (bit i%8 of byte i/8), n = ceil(chunks/8)
-//	32+n 4 CRC32C of everything before it
+//	32+n 4c CRC32C of each chunk as fetched (0 for a chunk not present), c = chunks
+//	.. 4   CRC32C of everything before it
 //
-// A map that fails any check is ignored (the blob is fetched again).
+// A map that fails any check is ignored (the blob is fetched again), and so
+// is a version 1 map, which has no chunk sums.
+//
+// The chunk sums are what lets a cached copy be checked before it is
+// served: a chunk's bytes are summed when they arrive from the registry (a
+// ZFile layer's blocks also carry their own CRC; a raw LSMT layer's bytes
+// have nothing else), and every chunk read from the cache after the blob is
+// opened is summed again once before its first use. A chunk that does not
+// match (a flipped bit on disk, a file changed behind our back) is dropped
+// and fetched again. The sums find damage, not forgery: the cache is private
+// (0700/0600) and only the whole-blob sha256 (Fetch, CheckDigest, `obdfs
+// pull`, `obdfs cache verify`) ties its content to the registry's digest.
 const (
 	mapMagic       = "OBDFSMAP"
-	mapVersion     = 1
+	mapVersion     = 2
 	mapHeaderSize  = 32
 	mapFlagVerfied = 1
 
@@ -109,13 +121,18 @@ type cacheFile struct {
 
 	mu          sync.Mutex
 	bits        []uint64
-	have        int64 // chunks present
+	sums        []uint32 // CRC32C of each present chunk as fetched
+	checked     []uint64 // chunks whose bytes matched their sum since open
+	have        int64    // chunks present
 	verified    bool
 	dirty       bool
 	lastPersist time.Time
 
 	persistMu  sync.Mutex     // serialises map rewrites
 	verifyMu   sync.Mutex     // serialises digest checks
+	checkMu    sync.Mutex     // serialises chunk sum checks
+	// damaged counts cached chunks dropped for a wrong sum.
+	damaged atomic.Int64
 	verifyWG   sync.WaitGroup // background digest checks and map saves
 	closed     bool
 	persisting atomic.Bool
@@ -174,10 +191,15 @@ func (c *cacheDir) openFile(hexd string, want []byte, size, chunk int64) (*cache
 	cf := &cacheFile{c: c, hex: hexd, want: want, path: path, f: f, size: size, chunk: chunk}
 	cf.n = (size + chunk - 1) / chunk
 	cf.bits = make([]uint64, (cf.n+63)/64)
+	cf.checked = make([]uint64, (cf.n+63)/64)
+	cf.sums = make([]uint32, cf.n)
 	if m, err := readMap(path + ".map"); err == nil && m.size == size && m.chunk == chunk {
 		st, serr := f.Stat()
 		if serr == nil && st.Size() == size {
 			copyBits(cf.bits, m.bitmap, cf.n)
+			for i := range cf.sums {
+				cf.sums[i] = binary.LittleEndian.Uint32(m.sums[4*i:])
+			}
 			cf.verified = m.flags&mapFlagVerfied != 0
 			for _, w := range cf.bits {
 				cf.have += int64(bits.OnesCount64(w))
@@ -242,6 +264,7 @@ func (cf *cacheFile) presentBytes() int64 {
 // store writes chunk i (p holds all of it: chunk bytes, fewer for the last)
 // and marks it present.
 func (cf *cacheFile) store(i int64, p []byte) error {
+	sum := crc32.Checksum(p, crcTable)
 	if _, err := cf.f.WriteAt(p, i*cf.chunk); err != nil {
 		return fmt.Errorf("cache %s: write: %w", cf.path, err)
 	}
@@ -256,6 +279,8 @@ func (cf *cacheFile) store(i int64, p []byte) error {
 		*w |= m
 		cf.have++
 		cf.dirty = true
+		cf.sums[i] = sum
+		cf.checked[i/64] |= m // these are the bytes just summed
 	}
 	complete := cf.have == cf.n && !cf.verified
 	due := cf.dirty && time.Since(cf.lastPersist) >= persistEvery
@@ -298,6 +323,7 @@ func (cf *cacheFile) invalidate(off, length int64) error {
 			*w &^= m
 			cf.have--
 		}
+		cf.checked[i/64] &^= m
 	}
 	cf.verified = false
 	cf.dirty = true
@@ -305,14 +331,86 @@ func (cf *cacheFile) invalidate(off, length int64) error {
 	return cf.persist()
 }
 
-// verify hashes a complete blob. On a mismatch every chunk is dropped.
-func (cf *cacheFile) verify() error {
+// checkChunks sums the present chunks of [first, last] not checked since
+// the blob was opened and drops those that do not match the sum recorded
+// when they were fetched; it reports whether any was dropped (the caller
+// fetches them again). Each chunk is read and summed once per open.
+func (cf *cacheFile) checkChunks(first, last int64) (dropped bool, err error) {
+	if cf.allChecked(first, last) {
+		return false, nil
+	}
+	cf.checkMu.Lock()
+	defer cf.checkMu.Unlock()
+	bufp := getChunkBuf(cf.chunk)
+	defer putChunkBuf(cf.chunk, bufp)
+	for i := first; i <= last; i++ {
+		cf.mu.Lock()
+		m := uint64(1) << (i % 64)
+		todo := cf.bits[i/64]&m != 0 && cf.checked[i/64]&m == 0
+		want := cf.sums[i]
+		cf.mu.Unlock()
+		if !todo {
+			continue
+		}
+		p := (*bufp)[:min(cf.chunk, cf.size-i*cf.chunk)]
+		if _, err := cf.f.ReadAt(p, i*cf.chunk); err != nil {
+			return dropped, fmt.Errorf("cache %s: reading chunk %d: %w", cf.path, i, err)
+		}
+		got := crc32.Checksum(p, crcTable)
+		bad := false
+		cf.mu.Lock()
+		switch {
+		case cf.bits[i/64]&m == 0 || cf.sums[i] != want:
+			// Dropped or refetched meanwhile: nothing to say.
+		case got == want:
+			cf.checked[i/64] |= m
+		default:
+			cf.bits[i/64] &^= m
+			cf.have--
+			cf.verified = false
+			cf.dirty = true
+			dropped, bad = true, true
+		}
+		cf.mu.Unlock()
+		if bad {
+			cf.damaged.Add(1)
+			slog.Warn("remote cache: a cached chunk does not match the sum recorded when it was fetched; fetching it again",
+				"file", cf.path, "chunk", i, "offset", i*cf.chunk, "want_crc32c", want, "got", got)
+		}
+	}
+	if dropped {
+		return true, cf.persist()
+	}
+	return false, nil
+}
+
+// allChecked reports whether every chunk of [first, last] was checked.
+func (cf *cacheFile) allChecked(first, last int64) bool {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	for i := first; i <= last; i++ {
+		if cf.checked[i/64]&(1<<(i%64)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// verify hashes a complete blob unless it was found to match before. On a
+// mismatch every chunk is dropped.
+func (cf *cacheFile) verify() error { return cf.hash(false) }
+
+// rehash hashes a complete blob even if it matched before: the bytes on
+// disk may have changed since.
+func (cf *cacheFile) rehash() error { return cf.hash(true) }
+
+func (cf *cacheFile) hash(again bool) error {
 	cf.verifyMu.Lock()
 	defer cf.verifyMu.Unlock()
 	cf.mu.Lock()
 	done, complete := cf.verified, cf.have == cf.n
 	cf.mu.Unlock()
-	if done {
+	if done && !again {
 		return nil
 	}
 	if !complete {
@@ -325,6 +423,7 @@ func (cf *cacheFile) verify() error {
 	if got := h.Sum(nil); string(got) != string(cf.want) {
 		cf.mu.Lock()
 		clear(cf.bits)
+		clear(cf.checked)
 		cf.have = 0
 		cf.dirty = true
 		cf.mu.Unlock()
@@ -355,7 +454,8 @@ func (cf *cacheFile) persist() error {
 		cf.mu.Unlock()
 		return nil
 	}
-	buf := make([]byte, mapHeaderSize+(cf.n+7)/8+4)
+	nb := (cf.n + 7) / 8
+	buf := make([]byte, mapHeaderSize+nb+4*cf.n+4)
 	copy(buf, mapMagic)
 	binary.LittleEndian.PutUint32(buf[8:], mapVersion)
 	if cf.verified {
@@ -363,10 +463,12 @@ func (cf *cacheFile) persist() error {
 	}
 	binary.LittleEndian.PutUint64(buf[16:], uint64(cf.size))
 	binary.LittleEndian.PutUint64(buf[24:], uint64(cf.chunk))
-	bm := buf[mapHeaderSize : len(buf)-4]
+	bm := buf[mapHeaderSize : mapHeaderSize+nb]
+	sums := buf[mapHeaderSize+nb : len(buf)-4]
 	for i := int64(0); i < cf.n; i++ {
 		if cf.bits[i/64]&(1<<(i%64)) != 0 {
 			bm[i/8] |= 1 << (i % 8)
+			binary.LittleEndian.PutUint32(sums[4*i:], cf.sums[i])
 		}
 	}
 	cf.dirty = false
@@ -415,6 +517,7 @@ type mapFile struct {
 	flags       uint32
 	size, chunk int64
 	bitmap      []byte
+	sums        []byte // 4 bytes per chunk
 }
 
 var (
@@ -446,10 +549,12 @@ func parseMap(b []byte) (mapFile, error) {
 		return mapFile{}, errBadMap
 	}
 	n := (m.size + m.chunk - 1) / m.chunk
-	if int64(len(b)) != mapHeaderSize+(n+7)/8+4 {
+	nb := (n + 7) / 8
+	if int64(len(b)) != mapHeaderSize+nb+4*n+4 {
 		return mapFile{}, errBadMap
 	}
-	m.bitmap = b[mapHeaderSize : len(b)-4]
+	m.bitmap = b[mapHeaderSize : mapHeaderSize+nb]
+	m.sums = b[mapHeaderSize+nb : len(b)-4]
 	return m, nil
 }
 
@@ -550,4 +655,68 @@ func diskUsage(st os.FileInfo) int64 {
 		return sys.Blocks * 512
 	}
 	return st.Size()
+}
+
+// CacheCheck is what VerifyCache found for one cached blob.
+type CacheCheck struct {
+	Digest   string
+	Size     int64
+	Present  int64 // bytes of the blob in the cache after the check
+	Damaged  int64 // chunks that did not match their sum, dropped
+	Verified bool  // complete, and its sha256 matched the digest now
+	Err      error // the complete blob did not match its digest (dropped), or an I/O error
+}
+
+// VerifyCache checks every blob of the cache in dir: each present chunk
+// against the sum recorded when it was fetched (a damaged chunk is dropped,
+// to be fetched again when needed), and each complete blob against its
+// sha256 digest (dropped whole on a mismatch). each is called per blob.
+// A daemon using the cache meanwhile checks chunks on its own on first use
+// after open; a chunk it already checked is not dropped from its view.
+func VerifyCache(dir string, each func(CacheCheck)) error {
+	c, err := cacheDirFor(dir, 1<<62) // scrubbing evicts nothing
+	if err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(filepath.Join(c.dir, "blobs", "sha256"))
+	if err != nil {
+		return fmt.Errorf("cache %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		hexd := e.Name()
+		_, want, err := splitDigest("sha256:" + hexd)
+		if err != nil || !e.Type().IsRegular() {
+			continue // maps, temporaries
+		}
+		m, err := readMap(c.dataPath(hexd) + ".map")
+		if err != nil {
+			continue // nothing is trusted without a map: nothing to check
+		}
+		res := CacheCheck{Digest: "sha256:" + hexd, Size: m.size}
+		cf, err := c.openFile(hexd, want, m.size, m.chunk)
+		if err != nil {
+			res.Err = err
+			each(res)
+			continue
+		}
+		if _, err := cf.checkChunks(0, cf.n-1); err != nil {
+			res.Err = err
+		}
+		res.Damaged = cf.damaged.Load()
+		cf.mu.Lock()
+		complete := cf.have == cf.n
+		cf.mu.Unlock()
+		if complete && res.Err == nil {
+			res.Err = cf.rehash()
+			cf.mu.Lock()
+			res.Verified = cf.verified
+			cf.mu.Unlock()
+		}
+		res.Present = cf.presentBytes()
+		if err := cf.close(); err != nil && res.Err == nil {
+			res.Err = err
+		}
+		each(res)
+	}
+	return nil
 }

@@ -15,7 +15,7 @@
 // The cache is content addressed and shared by every repository:
 //
 //	CacheDir/blobs/sha256/<hex>       sparse file, the blob's bytes at their offsets
-//	CacheDir/blobs/sha256/<hex>.map   which chunks of it are present (see cache.go)
+//	CacheDir/blobs/sha256/<hex>.map   which chunks of it are present, and their sums (see cache.go)
 //	CacheDir/refs/<hash of spec>.json  the last resolution of a docker:// spec, used
 //	                                   when the registry cannot be reached
 //
@@ -38,6 +38,12 @@
 // uncompressed (raw LSMT) layer nothing checks a partial range: wrong bytes
 // from the registry reach the reader until the blob is complete. Pull such
 // layers (obdfs pull) to have them verified before use.
+//
+// The cache itself is not trusted either: the .map holds a CRC32C of each
+// chunk as it arrived, and each cached chunk is summed again once per open
+// before it is first served; a chunk that no longer matches is dropped and
+// fetched again. Blob.Fetch (obdfs pull) hashes a complete blob again even
+// if it matched once, and VerifyCache (obdfs cache verify) scrubs the cache.
 //
 // # Failures
 //

@@ -20,7 +20,7 @@ func FuzzParseContentRange(f *testing.F) {
 }
 
 func FuzzParseMap(f *testing.F) {
-	good := make([]byte, mapHeaderSize+1+4)
+	good := make([]byte, mapHeaderSize+1+4+4) // one chunk: bitmap byte, its sum, the map's CRC
 	copy(good, mapMagic)
 	binary.LittleEndian.PutUint32(good[8:], mapVersion)
 	binary.LittleEndian.PutUint64(good[16:], 1000)
@@ -35,8 +35,8 @@ func FuzzParseMap(f *testing.F) {
 			return
 		}
 		n := (m.size + m.chunk - 1) / m.chunk
-		if int64(len(m.bitmap)) != (n+7)/8 {
-			t.Fatalf("bitmap %d bytes for %d chunks", len(m.bitmap), n)
+		if int64(len(m.bitmap)) != (n+7)/8 || int64(len(m.sums)) != 4*n {
+			t.Fatalf("bitmap %d bytes, sums %d bytes for %d chunks", len(m.bitmap), len(m.sums), n)
 		}
 		bits := make([]uint64, (n+63)/64)
 		copyBits(bits, m.bitmap, n)

@@ -122,8 +122,18 @@ func (c *pullCmd) Run() error {
 		if err != nil {
 			return fmt.Errorf("pull %s: %w (run it again to resume)", c.Ref, err)
 		}
-		got := b.Stats().FetchedBytes - fetched0
-		fmt.Fprintf(os.Stderr, "%s: %s, %s fetched in %.1fs, verified\n", label, humanBytes(b.Size()), humanBytes(got), time.Since(start).Seconds())
+		st := b.Stats()
+		got := st.FetchedBytes - fetched0
+		// Fetch hashed the cached copy as it is now; a blob of a local OCI
+		// layout is read in place and not hashed.
+		what := "sha256 verified"
+		if !st.Verified {
+			what = "a local layout file, not hashed"
+		}
+		if st.Damaged > 0 {
+			what += fmt.Sprintf(" (%d damaged cached chunks fetched again)", st.Damaged)
+		}
+		fmt.Fprintf(os.Stderr, "%s: %s, %s fetched in %.1fs, %s\n", label, humanBytes(b.Size()), humanBytes(got), time.Since(start).Seconds(), what)
 	}
 	return nil
 }

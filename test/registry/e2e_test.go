@@ -70,6 +70,35 @@ func TestPushPullCLI(t *testing.T) {
 	if strings.Count(out, "0 B fetched") != 3 {
 		t.Fatalf("second pull fetched data:\n%s", out)
 	}
+	// A byte flipped in a cached blob: pull hashes again and fetches the
+	// damaged chunk rather than calling the copy verified; the scrub finds
+	// the next flip, drops the chunk and says so; a clean cache passes.
+	blobs, _ := filepath.Glob(filepath.Join(cache, "blobs", "sha256", "*[0-9a-f]"))
+	if len(blobs) != 3 {
+		t.Fatalf("cached blobs %v", blobs)
+	}
+	flip := func() {
+		f, err := os.OpenFile(blobs[0], os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c [1]byte
+		f.ReadAt(c[:], 5000)
+		f.WriteAt([]byte{c[0] ^ 1}, 5000)
+		f.Close()
+	}
+	flip()
+	out = mustObdfs(t, env, "pull", "--cache-dir", cache, ref)
+	if strings.Count(out, "sha256 verified") != 3 || !strings.Contains(out, "1 damaged cached chunks fetched again") || strings.Count(out, "0 B fetched") != 2 {
+		t.Fatalf("pull over a damaged cache:\n%s", out)
+	}
+	flip()
+	if out, err := obdfs(t, nil, "cache", "verify", "--cache-dir", cache); err == nil || !strings.Contains(out, "1 damaged chunks dropped") || strings.Count(out, "sha256 verified") != 2 {
+		t.Fatalf("cache verify of a damaged cache: %v\n%s", err, out)
+	}
+	if out := mustObdfs(t, nil, "cache", "verify", "--cache-dir", cache); strings.Count(out, "chunks match their sums") != 1 || strings.Count(out, "sha256 verified") != 2 {
+		t.Fatalf("cache verify after the drop:\n%s", out)
+	}
 	// Without credentials the registry refuses, with a clear message.
 	out, err := obdfs(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, "pull", "--cache-dir", t.TempDir(), ref)
 	if err == nil || !strings.Contains(strings.ToUpper(out), "UNAUTHORIZED") {
