@@ -64,6 +64,7 @@ type Layer struct {
 	srv      *fuse.Server
 	fuseDir  string
 	loop     string
+	backing  string // the loop device's backing file, as sysfs shows it
 	mounted  bool
 	unmapped bool // filesystem, loop and FUSE are down
 }
@@ -136,7 +137,7 @@ func NewLayer(o Options) (_ *Layer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("build: loop device on %s: %w", file, err)
 	}
-	l.loop = dev.Path
+	l.loop, l.backing = dev.Path, dev.BackingFile
 	if first {
 		out, err := exec.Command("mkfs.ext4", append(append([]string{}, mkfsArgs...), l.loop)...).CombinedOutput()
 		if err != nil {
@@ -203,8 +204,16 @@ func (l *Layer) unmap(force bool) error {
 		l.mounted = false
 	}
 	if l.loop != "" {
-		if _, err := loopdev.Detach(l.loop); err != nil {
-			errs = append(errs, fmt.Errorf("build: detach %s: %w", l.loop, err))
+		// Another process detaching a stale device name of its own can turn
+		// ours into autoclear, which frees it at the unmount above; the
+		// number may even serve someone else by now. Detach only a device
+		// still backed by our file.
+		if d, err := loopdev.Info(l.loop); err == nil && d.BackingFile == l.backing {
+			if _, err := loopdev.Detach(l.loop); err != nil && !errors.Is(err, loopdev.ErrNotLoop) {
+				errs = append(errs, fmt.Errorf("build: detach %s: %w", l.loop, err))
+			}
+		} else if err != nil && !errors.Is(err, loopdev.ErrNotLoop) {
+			errs = append(errs, fmt.Errorf("build: loop device %s: %w", l.loop, err))
 		}
 		l.loop = ""
 	}
