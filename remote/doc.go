@@ -10,6 +10,21 @@
 // default; docs/image-config.md §5), and kept in a persistent cache
 // under Options.CacheDir.
 //
+// # Reading on a real network
+//
+// Range GETs come in three classes with separate in-flight budgets per
+// repository (fetch.go): readers' misses (Options.MaxInflight), readahead
+// and trace replay (as many), background download (2). A class takes its
+// slot before claiming chunks, so a reader never waits behind a GET that is
+// still queued; it may wait for one in flight for the same chunk.
+// Readahead (readahead.go) follows a few sequential streams per blob and
+// keeps about two round trips of the reader's pace fetched ahead, up to
+// Options.Readahead. Resolve warms the blob client (auth handshake, idle
+// connections) while the manifest is fetched, and image fetches each
+// layer's first chunk and last MiB at once before opening it. The
+// background download (background.go) and start-up traces (trace.go) are
+// described in their files.
+//
 // # Cache layout and crash safety
 //
 // The cache is content addressed and shared by every repository:
