@@ -95,11 +95,6 @@ func (k Kind) String() string {
 	return c + "+lsmt"
 }
 
-// Invalidator is implemented by backing data that can drop a range and
-// fetch it again (a registry blob's persistent cache). The ZFile reader
-// calls it on a block whose CRC fails, then reads the block once more.
-type Invalidator = zfile.Invalidator
-
 // Options configure Open.
 type Options struct {
 	// Name is used in every error (usually the path or blob reference).
@@ -185,7 +180,7 @@ func Open(r io.ReaderAt, size int64, o Options) (*File, error) {
 	f.Data, f.DataSize = member, member.Size()
 	if zfile.Is(member) {
 		var data io.ReaderAt = member
-		if inv, ok := r.(Invalidator); ok {
+		if inv, ok := r.(zfile.Invalidator); ok {
 			_, base, _ := member.Outer()
 			data = &invalidatingSection{SectionReader: member, base: base, inv: inv}
 		}
@@ -334,7 +329,7 @@ func readLSMTHeader(r io.ReaderAt, size, off int64) (h lsmt.Header, ok bool, err
 type invalidatingSection struct {
 	*io.SectionReader
 	base int64
-	inv  Invalidator
+	inv  zfile.Invalidator
 }
 
 func (m *invalidatingSection) Invalidate(off, length int64) error {

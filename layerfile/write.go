@@ -78,7 +78,7 @@ func Commit(path string, src lsmt.CommitSource, a lsmt.CommitArgs, o WriteOption
 	})
 }
 
-// Copy writes the n bytes of r to path through the containers o chooses
+// Copy writes what r holds to path through the containers o chooses
 // (compressing a file into a ZFile, decompressing one into a plain file).
 func Copy(path string, r io.Reader, o WriteOptions) error {
 	return Write(path, o, func(w io.Writer) error {
