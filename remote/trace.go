@@ -39,7 +39,11 @@ const (
 	maxTraceFile = 64 << 20
 	// replayJobs bounds the GETs in flight for one blob's replay (within
 	// the repository's readahead budget).
-	replayJobs = 4
+	replayJobs = 8
+	// replayGap: ranges of the trace this many chunks apart or closer are
+	// fetched with one GET (the chunks between are fetched too): fewer,
+	// larger GETs fill the link sooner.
+	replayGap = 2
 )
 
 // Trace is a parsed trace file: blob ranges per layer digest.
@@ -206,7 +210,7 @@ const (
 func (b *Blob) replay(ranges [][2]int64) {
 	defer b.replayState.Store(ptr(replayDone))
 	// Chunk runs in first-read order; runs of the trace that fall in one
-	// chunk of ours become one.
+	// chunk of ours, or a few chunks apart, become one.
 	type span struct{ first, last int64 }
 	var spans []span
 	bad := 0
@@ -216,7 +220,7 @@ func (b *Blob) replay(ranges [][2]int64) {
 			continue
 		}
 		s := span{r[0] / b.chunk, (r[0] + r[1] - 1) / b.chunk}
-		if k := len(spans); k > 0 && spans[k-1].last+1 >= s.first && spans[k-1].first <= s.first {
+		if k := len(spans); k > 0 && spans[k-1].last+1+replayGap >= s.first && spans[k-1].first <= s.first && s.last-spans[k-1].first < maxRun/b.chunk {
 			spans[k-1].last = max(spans[k-1].last, s.last)
 			continue
 		}
