@@ -28,18 +28,20 @@ tar_bytes=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.
   while read -r d; do gzip -dc "$W/src/blobs/sha256/$d" | wc -c; done | awk '{s+=$1} END {print s}')
 
 now() { date +%s.%N; }
+# conv ARGS...: obdfs convert, its messages kept for a failure report.
+conv() { "$W/obdfs" convert "$@" 2>"$W/convert.err" || { cat "$W/convert.err" >&2; exit 1; }; }
 calc() { awk "BEGIN {printf \"$1\", $2}"; }
 stats() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f|%.1f|%.1f\n", m, a[1], a[NR]}'; }
 : > "$W/umoci.times"; : > "$W/obdfs.times"; : > "$W/obdfs-zstd.times"
 for i in $(seq "$RUNS"); do
   rm -rf "$W/bundle" "$W/out" "$W/cache"; sync
-  t0=$(now); umoci unpack --image "$W/src:v1" "$W/bundle" >/dev/null 2>&1; t1=$(now)
+  t0=$(now); umoci unpack --image "$W/src:v1" "$W/bundle" >/dev/null 2>"$W/umoci.err" || { cat "$W/umoci.err" >&2; exit 1; }; t1=$(now)
   awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}' >> "$W/umoci.times"
   rm -rf "$W/bundle"; sync
-  t0=$(now); "$W/obdfs" convert -z --cache-dir "$W/cache" "oci:$W/src:v1" "oci:$W/out:v1" 2>/dev/null; t1=$(now)
+  t0=$(now); conv -z --cache-dir "$W/cache" "oci:$W/src:v1" "oci:$W/out:v1"; t1=$(now)
   awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}' >> "$W/obdfs.times"
   rm -rf "$W/out" "$W/cache"; sync
-  t0=$(now); "$W/obdfs" convert -z --algorithm zstd --cache-dir "$W/cache" "oci:$W/src:v1" "oci:$W/out:v1" 2>/dev/null; t1=$(now)
+  t0=$(now); conv -z --algorithm zstd --cache-dir "$W/cache" "oci:$W/src:v1" "oci:$W/out:v1"; t1=$(now)
   awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}' >> "$W/obdfs-zstd.times"
   echo "bench-convert: run $i: umoci $(tail -1 "$W/umoci.times") s, obdfs lz4 $(tail -1 "$W/obdfs.times") s, zstd $(tail -1 "$W/obdfs-zstd.times") s" >&2
 done
@@ -47,14 +49,14 @@ done
 : > "$W/cached.times"
 for i in $(seq "$RUNS"); do
   rm -rf "$W/cache" "$W/out"
-  "$W/obdfs" convert -z --cache-dir "$W/cache" "oci:$W/src:v1" "oci:$W/out:v1" 2>/dev/null
-  t0=$(now); "$W/obdfs" convert -z --cache-dir "$W/cache" "oci:$W/src:v2" "oci:$W/out:v2" 2>"$W/v2.log"; t1=$(now)
+  conv -z --cache-dir "$W/cache" "oci:$W/src:v1" "oci:$W/out:v1"
+  t0=$(now); conv -z --cache-dir "$W/cache" "oci:$W/src:v2" "oci:$W/out:v2"; cp "$W/convert.err" "$W/v2.log"; t1=$(now)
   awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}' >> "$W/cached.times"
 done
 : > "$W/v2cold.times"
 for i in $(seq "$RUNS"); do
   rm -rf "$W/cache" "$W/out"
-  t0=$(now); "$W/obdfs" convert -z --cache-dir "$W/cache" "oci:$W/src:v2" "oci:$W/out:v2" 2>/dev/null; t1=$(now)
+  t0=$(now); conv -z --cache-dir "$W/cache" "oci:$W/src:v2" "oci:$W/out:v2"; t1=$(now)
   awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}' >> "$W/v2cold.times"
 done
 rm -rf "$W/out" "$W/cache"
