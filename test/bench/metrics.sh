@@ -45,9 +45,14 @@ median() { sort -g | awk '{a[NR]=$1} END {printf "%.0f (%.0f-%.0f)", a[int((NR+1
 mid() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for kind in seq rand; do
   : >"$W/$kind.plain"; : >"$W/$kind.metrics"
-  for i in $(seq "$RUNS"); do
-    run "$kind" "$W/plain" >>"$W/$kind.plain"
-    run "$kind" "$W/metrics" >>"$W/$kind.metrics"
+  for i in $(seq "$RUNS"); do # alternate which goes first
+    if ((i % 2)); then
+      run "$kind" "$W/plain" >>"$W/$kind.plain"
+      run "$kind" "$W/metrics" >>"$W/$kind.metrics"
+    else
+      run "$kind" "$W/metrics" >>"$W/$kind.metrics"
+      run "$kind" "$W/plain" >>"$W/$kind.plain"
+    fi
   done
   p=$(mid <"$W/$kind.plain"); m=$(mid <"$W/$kind.metrics")
   unit=$([ "$kind" = seq ] && echo MiB/s || echo IOPS)
