@@ -12,6 +12,8 @@ import (
 	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/obdfs/obdfs/test/netshape"
 )
 
 var rtts = []time.Duration{0, 20 * time.Millisecond, 100 * time.Millisecond}
@@ -34,8 +36,18 @@ func benchBlob(b *testing.B, size int, rtt time.Duration) (string, string, *faul
 		b.Fatal(err)
 	}
 	d, _ := l.Digest()
-	f.latency = rtt
-	return "http://" + host + "/v2/bench/blob/blobs", d.String(), f
+	return "http://" + shapedHost(b, host, rtt) + "/v2/bench/blob/blobs", d.String(), f
+}
+
+// shapedHost puts the shaping proxy with rtt in front of host (every
+// request pays it: auth, manifest and blob GETs) and returns its address.
+func shapedHost(b testing.TB, host string, rtt time.Duration) string {
+	p, err := netshape.Start(netshape.Config{Target: host}.WithRTT(rtt))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	return p.Addr()
 }
 
 // BenchmarkRegistryBlob: time to first byte of a cold blob, a sequential
@@ -127,9 +139,8 @@ func BenchmarkColdMount(b *testing.B) {
 	for _, rtt := range rtts {
 		b.Run(fmt.Sprintf("rtt=%dms", rtt.Milliseconds()), func(b *testing.B) {
 			host, f := inproc(b)
-			ref := "docker://" + host + "/bench/stack:v1"
-			mustPush(b, ref, files, testOptions(b))
-			f.latency = rtt
+			mustPush(b, "docker://"+host+"/bench/stack:v1", files, testOptions(b))
+			ref := "docker://" + shapedHost(b, host, rtt) + "/bench/stack:v1"
 			var mount, scan time.Duration
 			var fetched, blobBytes, gets int64
 			for b.Loop() {
