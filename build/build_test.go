@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -254,5 +255,52 @@ func TestApplyXattrsOnSpecialFiles(t *testing.T) {
 		if snap[n].Xattrs["trusted.y"] != "t" {
 			t.Errorf("%s: %v", n, snap[n])
 		}
+	}
+}
+
+// TestApplyGNUSparse: tars GNU tar writes for sparse files (old GNU and PAX
+// 1.0 sparse headers) are extracted with the same content, sparse.
+func TestApplyGNUSparse(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("tar"); err != nil {
+		t.Fatal("tar missing")
+	}
+	src := t.TempDir()
+	f, err := os.Create(filepath.Join(src, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 8<<20)
+	for _, off := range []int{0, 3 << 20, 8<<20 - 4096} {
+		copy(want[off:], bytes.Repeat([]byte("data"), 1024))
+		f.WriteAt(want[off:off+4096], int64(off))
+	}
+	f.Close()
+	for _, format := range []string{"gnu", "posix"} {
+		t.Run(format, func(t *testing.T) {
+			out, err := exec.Command("tar", "--sparse", "--format="+format, "-C", src, "-cf", "-", "sparse").Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(out) > 1<<20 {
+				t.Fatalf("tar wrote %d bytes: not sparse", len(out))
+			}
+			dir := t.TempDir()
+			if _, err := Apply(dir, bytes.NewReader(out), format); err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(filepath.Join(dir, "sparse"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatal("content differs")
+			}
+			var st unix.Stat_t
+			unix.Stat(filepath.Join(dir, "sparse"), &st)
+			if st.Blocks*512 > 1<<20 {
+				t.Errorf("%d bytes allocated for 12 KiB of data", st.Blocks*512)
+			}
+		})
 	}
 }
