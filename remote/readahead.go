@@ -25,10 +25,10 @@ const numStreams = 4
 const initialWindow = 4
 
 // minRun is how many chunks a stream must have read without a gap before
-// readahead starts: the kernel's own readahead of a small file (1 MiB of
-// the disk, about two compressed chunks) must not look like a sequential
-// reader, or every small file read fetches megabytes around it.
-const minRun = 4
+// readahead starts. The kernel's own readahead of a small file (1 MiB of
+// the disk, about two compressed chunks) then starts at most a small window
+// (initialWindow, bounded by the reader's pace), not megabytes.
+const minRun = 2
 
 // maxSkip is the largest gap, in chunks, between a stream's last read and
 // a read still taken as continuing it (the kernel's parallel readahead
