@@ -411,3 +411,27 @@ func TestConvertChecksDiffIDs(t *testing.T) {
 		t.Errorf("cache holds %d layers, want only the good first one", len(ents))
 	}
 }
+
+// TestConvertSymlinkedParentsLikeUmoci: entries written through symlinks
+// that point outside the root (absolute, and by "..") land inside the
+// root, where the container sees them, exactly as umoci puts them; nothing
+// appears at the host path.
+func TestConvertSymlinkedParentsLikeUmoci(t *testing.T) {
+	needRoot(t)
+	tmp := t.TempDir()
+	outside := filepath.Join(tmp, "host-side")
+	tars := [][]byte{treetest.Layers()[0], treetest.EscapeBySymlink(outside)}
+	srcDir := filepath.Join(tmp, "src")
+	writeLayout(t, srcDir, "v1", Source{Image: sourceImage(t, tars, false, "amd64")})
+	want := umociTree(t, srcDir, "v1")
+	c := newConverter(t, "")
+	convertSpec(t, c, "oci:"+srcDir+":v1", "oci:"+filepath.Join(tmp, "out")+":v1")
+	got := obdfsTree(t, "oci:"+filepath.Join(tmp, "out")+":v1")
+	compareTrees(t, want, got)
+	if _, ok := got[strings.TrimPrefix(outside, "/")+"/pwned-up"]; !ok {
+		t.Error("the entry written through the symlinks is not inside the root")
+	}
+	if _, err := os.Stat(outside); !os.IsNotExist(err) {
+		t.Errorf("%s exists on the host: %v", outside, err)
+	}
+}

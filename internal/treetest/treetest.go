@@ -331,13 +331,18 @@ func Escapes() map[string][]byte {
 // and by ".."), then writes through them: a container sees those targets
 // inside its root, and so must the extraction.
 func EscapeBySymlink(outside string) []byte {
-	return Tar([]TarEntry{
-		// The targets exist inside the root too (parents made implicitly).
-		dir(strings.TrimPrefix(outside, "/")+"/", 0o755, 0),
+	// The targets exist inside the root too, every directory with an entry
+	// (implicitly made ones get the current time: not comparable).
+	var entries []TarEntry
+	parts := strings.Split(strings.Trim(outside, "/"), "/")
+	for i := range parts {
+		entries = append(entries, dir(strings.Join(parts[:i+1], "/")+"/", 0o755, 70+i))
+	}
+	return Tar(append(entries, []TarEntry{
 		{Hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "abs", Linkname: outside}},
 		{Hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "up", Linkname: "../../../../../../../.." + outside}},
 		file("abs/pwned-abs", 0o644, 0, 0, 0, text("x")),
 		file("up/pwned-up", 0o644, 0, 0, 0, text("x")),
 		{Hdr: tar.Header{Typeflag: tar.TypeLink, Name: "abs/hl", Linkname: "abs/pwned-abs"}},
-	})
+	}...))
 }
