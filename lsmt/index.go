@@ -2,8 +2,6 @@ package lsmt
 
 import (
 	"fmt"
-
-	"github.com/google/btree"
 )
 
 // Index is an immutable, sorted, non-overlapping set of records with a
@@ -264,95 +262,6 @@ func appendCompressed(recs []Record, r Record) []Record {
 // joinable reports whether r continues p in compress_raw_index's sense.
 func joinable(p, r Record) bool {
 	return p.End() == r.Offset && p.MEnd() == r.MOffset && p.Zeroed == r.Zeroed && p.Tag == r.Tag && p.Length+r.Length < MaxLength
-}
-
-// MemIndex is the ordered, mutable index of a writable layer: records are
-// inserted in log order and the last writer wins (docs/format-lsmt.md §6.2). It is not
-// safe for concurrent use; RWFile guards it.
-type MemIndex struct {
-	t *btree.BTreeG[Record]
-}
-
-func recordLess(a, b Record) bool { return a.Offset < b.Offset }
-
-// NewMemIndex returns an empty MemIndex.
-func NewMemIndex() *MemIndex {
-	return &MemIndex{t: btree.NewG(32, recordLess)}
-}
-
-// Len is the number of records.
-func (m *MemIndex) Len() int { return m.t.Len() }
-
-// Insert adds r, trimming or splitting the records it overlaps. Records of
-// length 0 are ignored.
-func (m *MemIndex) Insert(r Record) {
-	if r.Length == 0 {
-		return
-	}
-	b, e := r.Offset, r.End()
-	var hit [2]Record
-	over := hit[:0]
-	// The record starting at or before b may reach into [b, e).
-	m.t.DescendLessOrEqual(Record{Offset: b}, func(x Record) bool {
-		if x.End() > b {
-			over = append(over, x)
-		}
-		return false
-	})
-	m.t.AscendRange(Record{Offset: b + 1}, Record{Offset: e}, func(x Record) bool {
-		over = append(over, x)
-		return true
-	})
-	for _, x := range over {
-		m.t.Delete(x)
-		if x.Offset < b {
-			m.t.ReplaceOrInsert(x.trim(x.Offset, b))
-		}
-		if x.End() > e {
-			m.t.ReplaceOrInsert(x.trim(e, x.End()))
-		}
-	}
-	m.t.ReplaceOrInsert(r)
-}
-
-// Lookup appends the records intersecting [offset, offset+length), trimmed.
-func (m *MemIndex) Lookup(dst []Record, offset, length uint64) []Record {
-	end := offset + length
-	m.t.DescendLessOrEqual(Record{Offset: offset}, func(x Record) bool {
-		if x.End() > offset {
-			dst = append(dst, x.trim(offset, end))
-		}
-		return false
-	})
-	if offset+1 < end {
-		m.t.AscendRange(Record{Offset: offset + 1}, Record{Offset: end}, func(x Record) bool {
-			dst = append(dst, x.trim(offset, end))
-			return true
-		})
-	}
-	return dst
-}
-
-// Records returns all records in order (a copy).
-func (m *MemIndex) Records() []Record {
-	out := make([]Record, 0, m.t.Len())
-	m.t.Ascend(func(x Record) bool {
-		out = append(out, x)
-		return true
-	})
-	return out
-}
-
-// BlockCount is the number of sectors holding data.
-func (m *MemIndex) BlockCount() uint64 {
-	var n uint64
-	m.t.Ascend(func(x Record) bool {
-		if !x.Zeroed {
-			n += x.Length
-		}
-		return true
-	})
-	return n
 }
 
 // stree is a static search tree over sorted keys ("S-tree"): nodes of

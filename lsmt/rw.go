@@ -342,6 +342,7 @@ func openRW(df, xf *os.File, dataPath, indexPath string, dsize int64, m openMode
 			good = i + j + 1
 		}
 	}
+	idx.Compact() // the replay left blocks half full
 	if firstBad >= 0 {
 		if m == modeWrite {
 			slog.Warn("lsmt: dropping index records past the data end (unsynced writes before a crash)",

@@ -134,6 +134,7 @@ func sparseIndex(df *os.File, name string) (*MemIndex, error) {
 		}
 		pos = e
 	}
+	idx.Compact()
 	return idx, nil
 }
 
