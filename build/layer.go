@@ -126,7 +126,7 @@ func NewLayer(o Options) (_ *Layer, err error) {
 	}
 	l.froot = fusefs.NewRoot(log)
 	if _, err := l.froot.Add("layer", &upperDisk{Stack: st}); err != nil {
-		return nil, err
+		return nil, err // l.rw is closed by Close: the root did not take it
 	}
 	l.srv, err = fusefs.Mount(l.fuseDir, l.froot, fusefs.MountOptions{FsName: "obdfs-build", ReadAheadKB: -1})
 	if err != nil {
@@ -234,7 +234,7 @@ func (l *Layer) unmap(force bool) error {
 		l.srv.Wait()
 		l.srv = nil
 	}
-	if l.froot != nil {
+	if l.froot != nil && l.froot.File("layer") != nil {
 		errs = append(errs, l.froot.Close()) // flushes and closes the upper
 		l.froot = nil
 		l.rw = nil
