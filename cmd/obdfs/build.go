@@ -69,7 +69,7 @@ type buildCmd struct {
 	WorkDir string `placeholder:"DIR" help:"Directory for the writable layer and mount points (default: the system temp dir)."`
 	layerOutFlags
 	stackFlags
-	Src string `arg:"" name:"SRC" help:"Directory, or layer tar (plain, gzip, zstd)." type:"existingpath"`
+	Src string `arg:"" name:"SRC" help:"Directory, or layer tar (plain, gzip, zstd); - reads the tar from standard input."`
 	Out string `arg:"" name:"OUT" help:"Layer file to write." type:"path"`
 }
 
@@ -110,6 +110,13 @@ func (c *buildCmd) Run() error {
 // buildSource opens SRC as a tar stream: a directory is tarred by a
 // goroutine that wait waits for.
 func buildSource(path string) (io.ReadCloser, func() error, error) {
+	if path == "-" {
+		r, err := build.OpenTar(os.Stdin)
+		if err != nil {
+			return nil, nil, fmt.Errorf("standard input: %w", err)
+		}
+		return r, func() error { return nil }, nil
+	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, nil, err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"io"
 	"os"
 	"os/exec"
@@ -83,6 +84,38 @@ func TestBuildAndConvertCLI(t *testing.T) {
 	}
 	runFail(t, "exists", "build", tree, filepath.Join(dir, "tree.layer"))
 
+	// A tar on standard input, gzip-compressed.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(layers[0])
+	zw.Close()
+	cmd := exec.Command(obdfsBin, "build", "--vsize", "1GiB", "-", filepath.Join(dir, "stdin.layer"))
+	cmd.Stdin = &gz
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build - < tar.gz: %v\n%s", err, out)
+	}
+	for _, d := range treetest.Diff(viewTree(t, files[0]), viewTree(t, filepath.Join(dir, "stdin.layer")), 20) {
+		t.Error("stdin build:", d)
+	}
+
+	// obdfs import of a raw disk with holes reads back as the disk.
+	disk := filepath.Join(dir, "disk.raw")
+	f, err := os.Create(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(16 << 20)
+	f.WriteAt(bytes.Repeat([]byte("vm"), 4096), 5<<20)
+	f.Close()
+	out := run(t, "import", "-z", "-t", disk, filepath.Join(dir, "disk.layer"))
+	if !strings.Contains(out, "raw disk of 16.0 MiB: 8.0 KiB written") {
+		t.Errorf("import: %s", out)
+	}
+	run(t, "cat", "-o", filepath.Join(dir, "disk.back"), filepath.Join(dir, "disk.layer"))
+	if sha(t, disk) != sha(t, filepath.Join(dir, "disk.back")) {
+		t.Error("imported disk reads back differently")
+	}
+
 	// obdfs convert of a docker save archive.
 	img := empty.Image
 	for _, l := range layers {
@@ -100,7 +133,7 @@ func TestBuildAndConvertCLI(t *testing.T) {
 	if err := tarball.WriteToFile(archive, tag, img); err != nil {
 		t.Fatal(err)
 	}
-	out := run(t, "convert", "-z", "--vsize", "1GiB", "--cache-dir", filepath.Join(dir, "cache"), archive, "oci:"+filepath.Join(dir, "oci")+":v1")
+	out = run(t, "convert", "-z", "--vsize", "1GiB", "--cache-dir", filepath.Join(dir, "cache"), archive, "oci:"+filepath.Join(dir, "oci")+":v1")
 	if !strings.Contains(out, "3 layers (0 from the cache)") {
 		t.Errorf("summary: %s", out)
 	}
