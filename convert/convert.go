@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +56,10 @@ type Options struct {
 	// CacheDir keeps converted layers (made 0700). Empty: a temporary
 	// directory removed by Close.
 	CacheDir string
+	// CacheMax bounds the cache's layer bytes (0: unbounded): after each
+	// conversion the least recently used layers beyond it are removed,
+	// never those of the images just converted.
+	CacheMax int64
 	// WorkDir holds writable layers and mount points (default os.TempDir()).
 	WorkDir string
 	// Platform, if not nil, selects the manifests of an index to convert.
@@ -93,6 +98,7 @@ type Converter struct {
 	cache string
 	tmp   string // cache dir to remove on Close, if temporary
 	stats Stats
+	used  map[string]bool // cache files of this converter's images
 }
 
 // New checks the options and prepares the cache directory.
@@ -106,7 +112,7 @@ func New(o Options) (*Converter, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	c := &Converter{o: o}
+	c := &Converter{o: o, used: map[string]bool{}}
 	if o.CacheDir == "" {
 		d, err := os.MkdirTemp(o.WorkDir, "obdfs-convert")
 		if err != nil {
@@ -155,12 +161,60 @@ type Source struct {
 func (c *Converter) Convert(src Source) (Source, error) {
 	start := time.Now()
 	defer func() { c.stats.Elapsed += time.Since(start) }()
+	var out Source
+	var err error
 	if src.Image != nil {
-		img, err := c.Image(src.Image, "")
-		return Source{Image: img}, err
+		out.Image, err = c.Image(src.Image, "")
+	} else {
+		out.Index, err = c.Index(src.Index)
 	}
-	idx, err := c.Index(src.Index)
-	return Source{Index: idx}, err
+	if err == nil {
+		err = c.prune()
+	}
+	return out, err
+}
+
+// prune removes the least recently used cache layers beyond CacheMax,
+// sparing those this converter used.
+func (c *Converter) prune() error {
+	if c.o.CacheMax <= 0 || c.tmp != "" {
+		return nil
+	}
+	paths, err := filepath.Glob(filepath.Join(c.cache, "*.layer"))
+	if err != nil {
+		return err
+	}
+	type entry struct {
+		path string
+		size int64
+		used time.Time
+	}
+	var ents []entry
+	var total int64
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		ents = append(ents, entry{p, fi.Size(), fi.ModTime()})
+		total += fi.Size()
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].used.Before(ents[j].used) })
+	for _, e := range ents {
+		if total <= c.o.CacheMax {
+			break
+		}
+		if c.used[e.path] {
+			continue
+		}
+		if err := os.Remove(e.path); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("convert: pruning the cache: %w", err)
+		}
+		os.Remove(e.path + ".digest")
+		total -= e.size
+		c.o.Log.Debug("convert: cache layer evicted", "path", e.path, "size", e.size)
+	}
+	return nil
 }
 
 // Index converts every image of an index (or those of Options.Platform).
@@ -262,7 +316,10 @@ func (c *Converter) Image(src v1.Image, platform string) (v1.Image, error) {
 		key := sha256.Sum256([]byte(chain + "\n" + c.settings()))
 		path := filepath.Join(c.cache, hex.EncodeToString(key[:])+".layer")
 		ev := Event{Platform: platform, Layer: i + 1, Layers: len(layers)}
+		c.used[path] = true
 		if _, err := os.Stat(path); err == nil {
+			now := time.Now()
+			os.Chtimes(path, now, now) // recently used, for the bound
 			c.stats.Cached++
 			ev.Phase = "cached"
 			c.event(ev)

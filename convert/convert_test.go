@@ -435,3 +435,37 @@ func TestConvertSymlinkedParentsLikeUmoci(t *testing.T) {
 		t.Errorf("%s exists on the host: %v", outside, err)
 	}
 }
+
+// TestConvertCacheBound: beyond CacheMax the least recently used layers go,
+// never those of the image just converted.
+func TestConvertCacheBound(t *testing.T) {
+	needRoot(t)
+	cache := t.TempDir()
+	layers := treetest.Layers()
+	conv := func(tars [][]byte) {
+		c, err := New(Options{VirtualSize: 1 << 30, CacheDir: cache, CacheMax: 1, WorkDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Convert(Source{Image: sourceImage(t, tars, false, "amd64")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		l, _ := filepath.Glob(filepath.Join(cache, "convert", "*.layer"))
+		return len(l)
+	}
+	conv(layers[:2])
+	if n := count(); n != 2 {
+		t.Fatalf("%d layers cached after the first image, want its 2", n)
+	}
+	other := treetest.Tar([]treetest.TarEntry{{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: "x", Mode: 0o644}, Body: []byte("x")}})
+	conv([][]byte{other}) // another chain: the first image's layers are evicted
+	if n := count(); n != 1 {
+		t.Fatalf("%d layers cached after the second image, want only its 1", n)
+	}
+	if d, _ := filepath.Glob(filepath.Join(cache, "convert", "*.digest")); len(d) != 1 {
+		t.Errorf("%d digest notes left, want 1", len(d))
+	}
+}

@@ -24,6 +24,7 @@ type convertCmd struct {
 	VSize    string `name:"vsize" default:"64GiB" placeholder:"SIZE" help:"Virtual size of the image's disk (sparse)."`
 	Platform string `placeholder:"OS/ARCH[/VARIANT]" help:"Convert only this platform of an index (default: every platform)."`
 	CacheDir string `default:"/var/cache/obdfs" placeholder:"DIR" help:"Cache of converted layers (under DIR/convert), keyed by the chain of source diff IDs: images sharing base layers convert them once."`
+	CacheMax string `default:"16GiB" placeholder:"SIZE" help:"Bound of the converted-layer cache; least recently used layers beyond it are removed after a conversion (0: unbounded)."`
 	NoCache  bool   `help:"Use a temporary cache, removed at the end."`
 	WorkDir  string `placeholder:"DIR" help:"Directory for writable layers and mount points (default: the system temp dir)."`
 	Insecure bool   `help:"Allow plain HTTP and unverified TLS to registries."`
@@ -39,7 +40,11 @@ func (c *convertCmd) Run() error {
 	if err != nil || vsize <= 0 || vsize%512 != 0 {
 		return fmt.Errorf("convert: --vsize %q: want a positive multiple of 512 bytes such as 64GiB", c.VSize)
 	}
-	o := convert.Options{VirtualSize: vsize, CacheDir: filepath.Clean(c.CacheDir), WorkDir: c.WorkDir, Context: ctx}
+	cacheMax, err := parseSize(c.CacheMax)
+	if err != nil {
+		return fmt.Errorf("convert: --cache-max %q: want a size such as 16GiB", c.CacheMax)
+	}
+	o := convert.Options{VirtualSize: vsize, CacheMax: cacheMax, CacheDir: filepath.Clean(c.CacheDir), WorkDir: c.WorkDir, Context: ctx}
 	if c.NoCache {
 		o.CacheDir = ""
 	}
