@@ -61,10 +61,17 @@ func Apply(root string, r io.Reader, name string) (ApplyStats, error) {
 		parents: map[string][2]unix.Timespec{},
 		buf:     make([]byte, 1<<20),
 	}
-	tr := tar.NewReader(r)
+	zt := &zeroTail{r: r}
+	tr := tar.NewReader(zt)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			// Go's reader also ends quietly when the stream stops at a
+			// header boundary: require the end-of-archive zero block, so a
+			// cut-off layer is an error rather than a shorter tree.
+			if zt.tail < 512 {
+				return a.stats, fmt.Errorf("apply %s: the tar stops after %d entries without its end-of-archive marker (truncated?)", name, a.stats.Entries)
+			}
 			break
 		}
 		if err != nil {
@@ -540,4 +547,24 @@ func (a *applier) finish() error {
 		}
 	}
 	return nil
+}
+
+// zeroTail counts the zero bytes at the end of what was read so far.
+type zeroTail struct {
+	r    io.Reader
+	tail int64
+}
+
+func (z *zeroTail) Read(p []byte) (int, error) {
+	n, err := z.r.Read(p)
+	i := n
+	for i > 0 && p[i-1] == 0 {
+		i--
+	}
+	if i == 0 {
+		z.tail += int64(n)
+	} else {
+		z.tail = int64(n - i)
+	}
+	return n, err
 }

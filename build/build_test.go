@@ -304,3 +304,24 @@ func TestApplyGNUSparse(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyBadTars: truncated or corrupt input fails with the entry count
+// and the cause, never a partial success.
+func TestApplyBadTars(t *testing.T) {
+	needRoot(t)
+	l := treetest.Layers()[0]
+	for name, b := range map[string][]byte{
+		"truncated-header":  l[:700],
+		"at-a-boundary":     l[:1536],
+		"empty":             nil,
+		"truncated-content": l[:len(l)/2],
+		"garbage":           bytes.Repeat([]byte{0x5a}, 4096),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Apply(t.TempDir(), bytes.NewReader(b), name)
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Fatalf("err = %v, want a failure naming %s", err, name)
+			}
+		})
+	}
+}
