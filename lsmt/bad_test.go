@@ -248,7 +248,7 @@ func FuzzOpenRW(f *testing.F) {
 		if _, err := OpenReadOnly(dp, xp, ReadOnlyOptions{Quiesced: true}); !errors.Is(err, filelock.ErrLocked) {
 			t.Fatalf("quiesced reader beside a writer: %v, want ErrLocked", err)
 		}
-		if _, err := NewIndex(recs); err != nil {
+		if _, err := newIndex(recs); err != nil {
 			t.Fatalf("replayed index not sorted: %v", err)
 		}
 		// Records may map up to 8 MiB each anywhere in the 2^50-sector

@@ -132,7 +132,7 @@ func human(n int) string {
 
 func BenchmarkMerge(b *testing.B) {
 	for _, layers := range []int{3, 50} {
-		ixs := make([]*Index, layers)
+		ixs := make([]*sortedIndex, layers)
 		for k := range ixs {
 			rs, _ := benchIndex(20000)
 			ixs[k] = mustIndex(b, rs)
@@ -140,7 +140,7 @@ func BenchmarkMerge(b *testing.B) {
 		b.Run(fmt.Sprintf("layers=%d/segments=20k", layers), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := Merge(ixs); err != nil {
+				if _, err := mergeIndexes(ixs); err != nil {
 					b.Fatal(err)
 				}
 			}

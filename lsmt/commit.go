@@ -18,10 +18,10 @@ type CommitSource interface {
 	VirtualSize() int64
 	// ParentUUID is used when CommitArgs.ParentUUID is empty.
 	ParentUUID() string
-	// CommitIndex returns the sorted, non-overlapping records to commit.
-	CommitIndex() ([]Record, error)
-	// ReadRecord reads the data of a (non-zeroed) record from CommitIndex.
-	ReadRecord(p []byte, r Record) error
+	// commitIndex returns the sorted, non-overlapping records to commit.
+	commitIndex() ([]Record, error)
+	// readRecord reads the data of a (non-zeroed) record from commitIndex.
+	readRecord(p []byte, r Record) error
 }
 
 var (
@@ -61,7 +61,7 @@ func Commit(w io.Writer, src CommitSource, a CommitArgs) (int64, error) {
 		return 0, err
 	}
 	h.SetTag(a.Message)
-	recs, err := src.CommitIndex()
+	recs, err := src.commitIndex()
 	if err != nil {
 		return 0, err
 	}
@@ -91,7 +91,7 @@ func Commit(w io.Writer, src CommitSource, a CommitArgs) (int64, error) {
 			n := min(r.Length-done, commitBuf/SectorSize)
 			piece := r.trim(r.Offset+done, r.Offset+done+n)
 			p := buf[:n*SectorSize]
-			if err := src.ReadRecord(p, piece); err != nil {
+			if err := src.readRecord(p, piece); err != nil {
 				return cw.n, err
 			}
 			if _, err := cw.Write(p); err != nil {
@@ -131,8 +131,8 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// CommitIndex returns the layer's current records.
-func (f *RWFile) CommitIndex() ([]Record, error) {
+// commitIndex returns the layer's current records.
+func (f *RWFile) commitIndex() ([]Record, error) {
 	f.imu.RLock()
 	defer f.imu.RUnlock()
 	if f.closed {
@@ -141,16 +141,16 @@ func (f *RWFile) CommitIndex() ([]Record, error) {
 	return f.idx.Records(), nil
 }
 
-// ReadRecord reads r's data from the data file.
-func (f *RWFile) ReadRecord(p []byte, r Record) error { return f.readData(p, r.MOffset) }
+// readRecord reads r's data from the data file.
+func (f *RWFile) readRecord(p []byte, r Record) error { return f.readData(p, r.MOffset) }
 
-// CommitIndex returns the layer's records (recommitting a sealed layer).
-func (f *File) CommitIndex() ([]Record, error) {
+// commitIndex returns the layer's records (recommitting a sealed layer).
+func (f *File) commitIndex() ([]Record, error) {
 	return append([]Record(nil), f.index.recs...), nil
 }
 
-// ReadRecord reads r's data from the layer file.
-func (f *File) ReadRecord(p []byte, r Record) error { return f.readData(p, r.MOffset) }
+// readRecord reads r's data from the layer file.
+func (f *File) readRecord(p []byte, r Record) error { return f.readData(p, r.MOffset) }
 
 // VirtualSize is the stack's size (for CommitSource).
 func (s *Stack) VirtualSize() int64 { return s.size }
@@ -163,19 +163,19 @@ func (s *Stack) ParentUUID() string {
 	if s.upper != nil {
 		return s.upper.ParentUUID()
 	}
-	return NullUUID
+	return nullUUID
 }
 
-// CommitIndex returns the flattened view: the upper's records (tag =
+// commitIndex returns the flattened view: the upper's records (tag =
 // number of lowers) over the merged lowers (tag = position from the top),
 // like overlaybd's combo index. Tags are kept in the committed index, as
 // overlaybd's flatten does; readers ignore them.
-func (s *Stack) CommitIndex() ([]Record, error) {
+func (s *Stack) commitIndex() ([]Record, error) {
 	low := s.lower.idx.recs
 	if s.upper == nil {
 		return append([]Record(nil), low...), nil
 	}
-	up, err := s.upper.CommitIndex()
+	up, err := s.upper.commitIndex()
 	if err != nil {
 		return nil, err
 	}
@@ -185,8 +185,8 @@ func (s *Stack) CommitIndex() ([]Record, error) {
 	return fillGaps(up, low), nil
 }
 
-// ReadRecord reads a record of CommitIndex from its layer.
-func (s *Stack) ReadRecord(p []byte, r Record) error {
+// readRecord reads a record of commitIndex from its layer.
+func (s *Stack) readRecord(p []byte, r Record) error {
 	if s.upper != nil && int(r.Tag) == len(s.lowers) {
 		return s.upper.readData(p, r.MOffset)
 	}

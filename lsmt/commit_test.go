@@ -83,7 +83,7 @@ func TestCommitRecordSplit(t *testing.T) {
 				t.Fatal(err)
 			}
 			f := openBytes(t, out.Bytes(), "commit")
-			got, _ := f.CommitIndex()
+			got, _ := f.commitIndex()
 			if len(got) != len(tt.want) {
 				t.Fatalf("records %v, want %v", got, tt.want)
 			}

@@ -17,7 +17,7 @@
 //
 // # Parallelism
 //
-// File, Index and Stack reads may be called concurrently. On an RWFile
+// File, RWFile and Stack reads may be called concurrently. On an RWFile
 // WriteAt and Discard are serialized by a mutex (they append), and ReadAt may
 // run alongside them: data once appended is never rewritten, so a reader that
 // looked up the index under a read lock can read the data without a lock.

@@ -17,20 +17,9 @@ type File struct {
 	size    int64
 	header  Header
 	trailer Header
-	index   *Index
+	index   *sortedIndex
 	closer  io.Closer // set by Open
 	view    view      // the file alone as a disk
-}
-
-// IsLSMT reports whether r starts with an LSMT header (magics and the header
-// bit), like overlaybd's is_lsmt.
-func IsLSMT(r io.ReaderAt) bool {
-	var b [HeaderSize]byte
-	if n, _ := r.ReadAt(b[:], 0); n < HeaderSize {
-		return false
-	}
-	h, err := ParseHeader(b[:])
-	return err == nil && h.MagicOK() && h.IsHeader()
 }
 
 // Open opens the LSMT file at path; Close closes it.
@@ -96,7 +85,7 @@ func NewFile(r io.ReaderAt, size int64, name string) (*File, error) {
 	var prevEnd uint64
 	for i := range t.IndexSize {
 		r := DecodeRecord(raw[i*RecordSize:])
-		if r.Invalid() {
+		if r.invalid() {
 			continue
 		}
 		r.Tag = 0 // stored tags are meaningless on normal layers (docs/format-lsmt.md §3.2)
@@ -173,9 +162,6 @@ func (f *File) ParentUUID() string { return f.trailer.ParentUUIDString() }
 // Index returns the layer's records (invalid ones dropped, tags 0). The slice
 // must not be modified.
 func (f *File) Index() []Record { return f.index.Records() }
-
-// SortedIndex returns the read-optimised index.
-func (f *File) SortedIndex() *Index { return f.index }
 
 // Data returns the raw LSMT byte stream the file was opened on.
 func (f *File) Data() io.ReaderAt { return f.r }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"testing"
 
-
 	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
@@ -50,7 +49,7 @@ func TestFixtureHeaders(t *testing.T) {
 	if h.IndexOffset != 852480 || h.IndexSize != 256 || f.VirtualSize() != 64<<20 || h.Flags != 6 || f.FirstHeader().Flags != 7 {
 		t.Fatalf("trailer: %+v", h)
 	}
-	if f.UUID() != "0BD00001-0000-4000-8000-000000000001" || f.ParentUUID() != NullUUID {
+	if f.UUID() != "0BD00001-0000-4000-8000-000000000001" || f.ParentUUID() != nullUUID {
 		t.Fatalf("uuids %s %s", f.UUID(), f.ParentUUID())
 	}
 	want := []Record{
@@ -69,18 +68,6 @@ func TestFixtureHeaders(t *testing.T) {
 	l2 := openFixture(t, "d/l2.lsmt")
 	if h2 := l2.Header(); h2.Tag() != "fixture layer 2" {
 		t.Fatalf("l2 tag %q", h2.Tag())
-	}
-	for _, n := range []string{"a/base.lsmt", "d/l1.lsmt", "d/l2.lsmt", "d/l3.lsmt"} {
-		r, _ := os.Open(fixture(t, n))
-		if !IsLSMT(r) {
-			t.Errorf("IsLSMT(%s) false", n)
-		}
-		r.Close()
-	}
-	r, _ := os.Open(fixture(t, "b/base.lz4.zfile"))
-	defer r.Close()
-	if IsLSMT(r) {
-		t.Error("IsLSMT(zfile) true")
 	}
 	lowers := []*File{openFixture(t, "d/l1.lsmt"), l2, openFixture(t, "d/l3.lsmt")}
 	if err := VerifyOrder(lowers); err != nil {

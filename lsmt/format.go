@@ -63,8 +63,8 @@ const Magic0 uint64 = 0x00020100544D534C
 // (docs/format-lsmt.md §2.1).
 var Magic1 = [16]byte{0x65, 0x7E, 0x63, 0xD2, 0x94, 0x44, 0x08, 0x4C, 0xA2, 0xD2, 0xC8, 0xEC, 0x4F, 0xCF, 0xAE, 0x8A}
 
-// NullUUID is how an unset uuid is written (not as zero bytes).
-const NullUUID = "00000000-0000-0000-0000-000000000000"
+// nullUUID is how an unset uuid is written (not as zero bytes).
+const nullUUID = "00000000-0000-0000-0000-000000000000"
 
 // Header is the 4096-byte LSMT header or trailer, in file order. It is
 // encoded with encoding/binary (little-endian); the blank tail is written as
@@ -89,8 +89,8 @@ type Header struct {
 // newHeader returns a header with magics, size, versions and null uuids set.
 func newHeader(flags uint32) Header {
 	h := Header{Magic0: Magic0, Magic1: Magic1, Size: HeaderStructSz, Flags: flags, Version: Version, SubVersion: SubVersion}
-	h.SetUUID(NullUUID)
-	h.SetParentUUID(NullUUID)
+	h.SetUUID(nullUUID)
+	h.SetParentUUID(nullUUID)
 	return h
 }
 
@@ -164,7 +164,7 @@ func cstring(b []byte) string {
 }
 
 func setUUID(dst *[UUIDSize]byte, u string) error {
-	n, err := NormalizeUUID(u)
+	n, err := normalizeUUID(u)
 	if err != nil {
 		return err
 	}
@@ -173,8 +173,8 @@ func setUUID(dst *[UUIDSize]byte, u string) error {
 	return nil
 }
 
-// ValidUUID reports whether s has the 8-4-4-4-12 hex form (any case).
-func ValidUUID(s string) bool {
+// validUUID reports whether s has the 8-4-4-4-12 hex form (any case).
+func validUUID(s string) bool {
 	if len(s) != 36 {
 		return false
 	}
@@ -194,22 +194,22 @@ func ValidUUID(s string) bool {
 	return true
 }
 
-// NormalizeUUID returns the uppercase form overlaybd writes; "" gives NullUUID.
-func NormalizeUUID(s string) (string, error) {
+// normalizeUUID returns the uppercase form overlaybd writes; "" gives nullUUID.
+func normalizeUUID(s string) (string, error) {
 	if s == "" {
-		return NullUUID, nil
+		return nullUUID, nil
 	}
-	if !ValidUUID(s) {
+	if !validUUID(s) {
 		return "", fmt.Errorf("lsmt: malformed uuid %q", s)
 	}
 	return strings.ToUpper(s), nil
 }
 
 // IsNullUUID reports whether s is empty or the all-zero uuid.
-func IsNullUUID(s string) bool { return s == "" || s == NullUUID }
+func IsNullUUID(s string) bool { return s == "" || s == nullUUID }
 
-// NewUUID returns a random version-4 uuid in uppercase string form.
-func NewUUID() string {
+// newUUID returns a random version-4 uuid in uppercase string form.
+func newUUID() string {
 	var b [16]byte
 	rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
@@ -273,16 +273,16 @@ func (r Record) Encode(b []byte) {
 // End is the first virtual sector after r.
 func (r Record) End() uint64 { return r.Offset + r.Length }
 
-// MEnd is the first mapped sector after r; zeroed records occupy none.
-func (r Record) MEnd() uint64 {
+// mEnd is the first mapped sector after r; zeroed records occupy none.
+func (r Record) mEnd() uint64 {
 	if r.Zeroed {
 		return r.MOffset
 	}
 	return r.MOffset + r.Length
 }
 
-// Invalid reports whether r is a padding / invalid record.
-func (r Record) Invalid() bool { return r.Offset == InvalidOffset }
+// invalid reports whether r is a padding / invalid record.
+func (r Record) invalid() bool { return r.Offset == InvalidOffset }
 
 // trim returns the part of r inside [b, e) (which must intersect r). A data
 // record's moffset advances with its start; a zeroed record's does not.

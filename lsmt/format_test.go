@@ -25,7 +25,7 @@ func TestHeaderSize(t *testing.T) {
 	if binary.LittleEndian.Uint32(b[24:]) != 390 || b[132] != 1 || b[133] != 1 {
 		t.Fatalf("size/version wrong: % x", b[24:28])
 	}
-	if string(b[56:92]) != NullUUID || b[92] != 0 || string(b[93:129]) != NullUUID {
+	if string(b[56:92]) != nullUUID || b[92] != 0 || string(b[93:129]) != nullUUID {
 		t.Fatalf("uuid fields: %q %q", b[56:93], b[93:130])
 	}
 	h2, err := ParseHeader(b)
@@ -42,21 +42,21 @@ func TestUUID(t *testing.T) {
 		in, want string
 		ok       bool
 	}{
-		{"", NullUUID, true},
+		{"", nullUUID, true},
 		{"0bd00003-0000-4000-8000-000000000003", "0BD00003-0000-4000-8000-000000000003", true},
 		{"0BD00003-0000-4000-8000-00000000000", "", false},
 		{"0bd00003x0000-4000-8000-000000000003", "", false},
 		{"0bd0000g-0000-4000-8000-000000000003", "", false},
 	}
 	for _, tt := range tests {
-		got, err := NormalizeUUID(tt.in)
+		got, err := normalizeUUID(tt.in)
 		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("NormalizeUUID(%q) = %q, %v", tt.in, got, err)
+			t.Errorf("normalizeUUID(%q) = %q, %v", tt.in, got, err)
 		}
 	}
-	u := NewUUID()
-	if !ValidUUID(u) || u[14] != '4' || u != UUIDFromBytes(mustParseUUIDBytes(t, u)) {
-		t.Fatalf("NewUUID %q", u)
+	u := newUUID()
+	if !validUUID(u) || u[14] != '4' || u != UUIDFromBytes(mustParseUUIDBytes(t, u)) {
+		t.Fatalf("newUUID %q", u)
 	}
 	var h Header
 	if err := h.SetUUID("01bb4fce-3eb1-b56b-05ad-f99504dafd31"); err != nil || h.UUIDString() != "01BB4FCE-3EB1-B56B-05AD-F99504DAFD31" {

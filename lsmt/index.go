@@ -4,7 +4,7 @@ import (
 	"fmt"
 )
 
-// Index is an immutable, sorted, non-overlapping set of records with a
+// sortedIndex is an immutable, sorted, non-overlapping set of records with a
 // read-optimised search structure. It is safe for concurrent use.
 //
 // A point lookup costs one cache miss to main memory at 1M records, not
@@ -14,7 +14,7 @@ import (
 // than a tree over every record and its levels stay in the CPU caches. The
 // tree's answer names a group; counting inside the group finds the record,
 // and the record itself is decoded from the lines just fetched.
-type Index struct {
+type sortedIndex struct {
 	recs []Record       // as given; Records and Commit read these
 	leaf []packedRecord // recs packed, padded to a multiple of leafSize
 	tree stree          // over the last end of each leaf group
@@ -48,11 +48,11 @@ func (p packedRecord) decode(r *Record) {
 	r.Tag = uint8(p.w1 >> 56)
 }
 
-// NewIndex validates recs (sorted by offset, non-overlapping, lengths within
+// newIndex validates recs (sorted by offset, non-overlapping, lengths within
 // MaxLength, mapped sectors within MaxMOffset) and builds the search
 // structure. Records of length 0 are dropped. recs is retained; the caller
 // must not change it afterwards.
-func NewIndex(recs []Record) (*Index, error) {
+func newIndex(recs []Record) (*sortedIndex, error) {
 	out := recs[:0]
 	var prevEnd uint64
 	for i, r := range recs {
@@ -60,7 +60,7 @@ func NewIndex(recs []Record) (*Index, error) {
 			continue
 		}
 		if r.Length > MaxLength || r.Offset >= InvalidOffset || r.End() > InvalidOffset ||
-			r.MOffset > MaxMOffset || r.MEnd() > MaxMOffset+1 {
+			r.MOffset > MaxMOffset || r.mEnd() > MaxMOffset+1 {
 			return nil, fmt.Errorf("%w: record %d %v out of range", ErrFormat, i, r)
 		}
 		if len(out) > 0 && r.Offset < prevEnd {
@@ -72,11 +72,11 @@ func NewIndex(recs []Record) (*Index, error) {
 	return newIndexSorted(out), nil
 }
 
-// newIndexSorted builds an Index from records known to be valid (as
-// NewIndex checks them; records decoded from a file, and merges and trims
+// newIndexSorted builds a sortedIndex from records known to be valid (as
+// newIndex checks them; records decoded from a file, and merges and trims
 // of valid records, are).
-func newIndexSorted(recs []Record) *Index {
-	ix := &Index{recs: recs}
+func newIndexSorted(recs []Record) *sortedIndex {
+	ix := &sortedIndex{recs: recs}
 	if len(recs) == 0 {
 		return ix
 	}
@@ -101,14 +101,14 @@ func newIndexSorted(recs []Record) *Index {
 }
 
 // Len is the number of records.
-func (ix *Index) Len() int { return len(ix.recs) }
+func (ix *sortedIndex) Len() int { return len(ix.recs) }
 
 // Records returns the records in order. The slice must not be modified.
-func (ix *Index) Records() []Record { return ix.recs }
+func (ix *sortedIndex) Records() []Record { return ix.recs }
 
 // Find returns the position of the first record that ends after sector s,
 // i.e. the record containing s or else the next one; Len() if none.
-func (ix *Index) Find(s uint64) int {
+func (ix *sortedIndex) Find(s uint64) int {
 	if s >= ix.last { // also the empty index
 		return len(ix.recs)
 	}
@@ -134,7 +134,7 @@ func countEndsBelow(grp *[leafSize]packedRecord, x uint64) int {
 // [offset, offset+length), trimmed to it, and returns the extended slice.
 // The records are decoded from the packed leaves the search has just
 // brought into the cache, not read from Records.
-func (ix *Index) Lookup(dst []Record, offset, length uint64) []Record {
+func (ix *sortedIndex) Lookup(dst []Record, offset, length uint64) []Record {
 	end := offset + length
 	first := len(dst)
 	for i := ix.Find(offset); i < len(ix.recs); i++ {
@@ -157,7 +157,7 @@ func (ix *Index) Lookup(dst []Record, offset, length uint64) []Record {
 }
 
 // BlockCount is the number of sectors holding data (zeroed records excluded).
-func (ix *Index) BlockCount() uint64 {
+func (ix *sortedIndex) BlockCount() uint64 {
 	var n uint64
 	for _, r := range ix.recs {
 		if !r.Zeroed {
@@ -167,12 +167,12 @@ func (ix *Index) BlockCount() uint64 {
 	return n
 }
 
-// Merge builds the merged view of read-only layer indexes (docs/format-lsmt.md §7.2).
+// mergeIndexes builds the merged view of read-only layer indexes (docs/format-lsmt.md §7.2).
 // layers is ordered bottom first, like NewStack's lowers. The upper layer
 // always wins, its zeroed records included; gaps are filled from below.
 // Each merged record's Tag is its layer's position counted from the top
 // (0 = top-most), as in overlaybd.
-func Merge(layers []*Index) (*Index, error) {
+func mergeIndexes(layers []*sortedIndex) (*sortedIndex, error) {
 	if len(layers) > MaxLayers {
 		return nil, fmt.Errorf("%w: %d layers, at most %d", ErrTooManyLayers, len(layers), MaxLayers)
 	}
@@ -228,12 +228,12 @@ func fillGaps(cur, low []Record) []Record {
 	return append(out, cur[i:]...)
 }
 
-// Compress folds adjacent records in place like overlaybd's
+// compressRecords folds adjacent records in place like overlaybd's
 // compress_raw_index (docs/format-lsmt.md §5.2 step 3) and returns the shortened slice:
 // a record joins the previous one when it continues it both virtually and in
 // the mapped file, with the same zeroed flag and tag, and the sum of lengths
 // stays below MaxLength.
-func Compress(recs []Record) []Record {
+func compressRecords(recs []Record) []Record {
 	if len(recs) == 0 {
 		return recs
 	}
@@ -250,7 +250,7 @@ func Compress(recs []Record) []Record {
 }
 
 // appendCompressed appends r to recs, folding it into the last record as
-// Compress would; a sequence of appendCompressed calls equals one Compress.
+// compressRecords would; a sequence of appendCompressed calls equals one compressRecords.
 func appendCompressed(recs []Record, r Record) []Record {
 	if n := len(recs); n > 0 && joinable(recs[n-1], r) {
 		recs[n-1].Length += r.Length
@@ -261,7 +261,7 @@ func appendCompressed(recs []Record, r Record) []Record {
 
 // joinable reports whether r continues p in compress_raw_index's sense.
 func joinable(p, r Record) bool {
-	return p.End() == r.Offset && p.MEnd() == r.MOffset && p.Zeroed == r.Zeroed && p.Tag == r.Tag && p.Length+r.Length < MaxLength
+	return p.End() == r.Offset && p.mEnd() == r.MOffset && p.Zeroed == r.Zeroed && p.Tag == r.Tag && p.Length+r.Length < MaxLength
 }
 
 // stree is a static search tree over sorted keys ("S-tree"): nodes of

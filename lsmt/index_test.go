@@ -16,9 +16,9 @@ func recs(v ...[4]uint64) []Record {
 	return out
 }
 
-func mustIndex(t testing.TB, r []Record) *Index {
+func mustIndex(t testing.TB, r []Record) *sortedIndex {
 	t.Helper()
-	ix, err := NewIndex(r)
+	ix, err := newIndex(r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestNewIndexRejects(t *testing.T) {
 		"moffset":  {{Offset: 0, Length: 1, MOffset: MaxMOffset + 1, Zeroed: true}},
 		"mend":     {{Offset: 0, Length: 2, MOffset: MaxMOffset}},
 	} {
-		if _, err := NewIndex(r); err == nil {
+		if _, err := newIndex(r); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -65,7 +65,7 @@ func TestNewIndexRejects(t *testing.T) {
 func TestMerge(t *testing.T) {
 	l0 := mustIndex(t, recs([4]uint64{5, 5, 0}, [4]uint64{10, 10, 50}, [4]uint64{100, 10, 20}))
 	l1 := mustIndex(t, recs([4]uint64{0, 1, 7}, [4]uint64{2, 4, 5}, [4]uint64{15, 10, 22}, [4]uint64{30, 15, 89}, [4]uint64{87, 50, 32}, [4]uint64{150, 10, 84}))
-	m, err := Merge([]*Index{l1, l0}) // bottom first
+	m, err := mergeIndexes([]*sortedIndex{l1, l0}) // bottom first
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestMerge(t *testing.T) {
 	if !reflect.DeepEqual(m.Records(), want) {
 		t.Fatalf("merge =\n%v\nwant\n%v", m.Records(), want)
 	}
-	if _, err := Merge(make([]*Index, MaxLayers+1)); err == nil {
+	if _, err := mergeIndexes(make([]*sortedIndex, MaxLayers+1)); err == nil {
 		t.Fatal("256 layers accepted")
 	}
 }
@@ -84,7 +84,7 @@ func TestMerge(t *testing.T) {
 func TestMergeZeroedMasks(t *testing.T) {
 	top := mustIndex(t, []Record{{Offset: 10, Length: 10, MOffset: 8, Zeroed: true}})
 	low := mustIndex(t, recs([4]uint64{0, 30, 100}))
-	m, _ := Merge([]*Index{low, top})
+	m, _ := mergeIndexes([]*sortedIndex{low, top})
 	want := []Record{{Offset: 0, Length: 10, MOffset: 100, Tag: 1}, {Offset: 10, Length: 10, MOffset: 8, Zeroed: true}, {Offset: 20, Length: 10, MOffset: 120, Tag: 1}}
 	if !reflect.DeepEqual(m.Records(), want) {
 		t.Fatalf("got %v", m.Records())
@@ -96,7 +96,7 @@ func TestMergeRandom(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for iter := 0; iter < 200; iter++ {
 		nl := 1 + rng.IntN(6)
-		layers := make([]*Index, nl)
+		layers := make([]*sortedIndex, nl)
 		const space = 400
 		type cell struct {
 			set     bool
@@ -130,7 +130,7 @@ func TestMergeRandom(t *testing.T) {
 				}
 			}
 		}
-		m, err := Merge(layers)
+		m, err := mergeIndexes(layers)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,7 +147,7 @@ func TestMergeRandom(t *testing.T) {
 		if !reflect.DeepEqual(got, model) {
 			t.Fatalf("iter %d: merged view differs from model", iter)
 		}
-		if _, err := NewIndex(append([]Record(nil), m.Records()...)); err != nil {
+		if _, err := newIndex(append([]Record(nil), m.Records()...)); err != nil {
 			t.Fatalf("merged index invalid: %v", err)
 		}
 	}
@@ -164,7 +164,7 @@ func TestCompress(t *testing.T) {
 		{[]Record{{Offset: 0, Length: 4, MOffset: 12, Zeroed: true}, {Offset: 4, Length: 4, MOffset: 12, Zeroed: true}}, []Record{{Offset: 0, Length: 8, MOffset: 12, Zeroed: true}}},
 	}
 	for i, tt := range tests {
-		if got := Compress(tt.in); !reflect.DeepEqual(got, tt.want) {
+		if got := compressRecords(tt.in); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("%d: got %v want %v", i, got, tt.want)
 		}
 	}
@@ -172,7 +172,7 @@ func TestCompress(t *testing.T) {
 
 // Log replay vector of docs/format-lsmt.md §10 (overlaybd TEST(Index0, insert)).
 func TestMemIndexInsert(t *testing.T) {
-	m := NewMemIndex()
+	m := newMemIndex()
 	for _, r := range recs([4]uint64{0, 20, 0}, [4]uint64{10, 15, 50}, [4]uint64{30, 100, 20}, [4]uint64{5, 10, 3}, [4]uint64{40, 10, 123}, [4]uint64{200, 10, 2133}, [4]uint64{150, 100, 21}) {
 		m.Insert(r)
 	}

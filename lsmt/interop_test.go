@@ -91,7 +91,7 @@ func compactLayer(vsize uint64, recs []Record, seed uint64) (rawLayer, []byte) {
 	}
 	return rawLayer{
 		hdrFlags: FlagHeader | FlagData | FlagSealed, trlFlags: FlagData | FlagSealed,
-		vsize: vsize, uuid: NullUUID, parent: NullUUID, version: 1, subVer: 1,
+		vsize: vsize, uuid: nullUUID, parent: nullUUID, version: 1, subVer: 1,
 		data: data, recs: out, indexSize: -1,
 	}, want
 }
@@ -236,7 +236,7 @@ func TestSealedSparseLayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := rawLayer{vsize: vsize, uuid: "A1B2C3D4-0000-4000-8000-00000000000A", parent: NullUUID, version: 1, subVer: 1}
+	l := rawLayer{vsize: vsize, uuid: "A1B2C3D4-0000-4000-8000-00000000000A", parent: nullUUID, version: 1, subVer: 1}
 	f.WriteAt(l.header(FlagHeader|FlagData|FlagSparse), 0)
 	writes := []struct{ off, n int64 }{{0, 4096}, {1 << 20, 8192}, {40 << 30, 512}, {vsize - 4096, 4096}}
 	var recs []Record
@@ -451,7 +451,7 @@ func TestMaxLayers(t *testing.T) {
 	files := make([]*File, 256)
 	for i := range files {
 		// Layer i owns sector i and also maps sector 1000 (top wins).
-		l := rawLayer{hdrFlags: 7, trlFlags: 6, vsize: vsize, uuid: NullUUID, parent: NullUUID, version: 1, subVer: 1,
+		l := rawLayer{hdrFlags: 7, trlFlags: 6, vsize: vsize, uuid: nullUUID, parent: nullUUID, version: 1, subVer: 1,
 			data: append(bytes.Repeat([]byte{byte(i)}, 512), bytes.Repeat([]byte{byte(i)}, 512)...),
 			recs: []Record{{Offset: uint64(i), Length: 1, MOffset: 8}, {Offset: 1000, Length: 1, MOffset: 9}}, indexSize: -1}
 		files[i] = openBytes(t, l.bytes(), "layer")
@@ -561,7 +561,7 @@ func TestAbsurdVirtualSize(t *testing.T) {
 // docs/format-lsmt.md §5.1 with an empty source: no records, no padding (0 is a multiple of
 // 256), index_offset 4096, file of 8192 bytes.
 func TestEmptyCommittedLayer(t *testing.T) {
-	l := rawLayer{hdrFlags: 7, trlFlags: 6, vsize: 1 << 20, uuid: NullUUID, parent: NullUUID, version: 1, subVer: 1, indexSize: -1}
+	l := rawLayer{hdrFlags: 7, trlFlags: 6, vsize: 1 << 20, uuid: nullUUID, parent: nullUUID, version: 1, subVer: 1, indexSize: -1}
 	b := l.bytes()
 	if len(b) != 8192 {
 		t.Fatalf("%d bytes", len(b))

@@ -83,10 +83,10 @@ func TestReadOnlyNeverWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.SetVirtualSize(1 << 20)
+	w.setVirtualSize(1 << 20)
 	w.WriteAt(testlayer.Random(uint64(1), 4096), 0)
 	w.WriteAt(testlayer.Random(uint64(2), 4096), 8192)
-	w.SetVirtualSize(0)
+	w.setVirtualSize(0)
 	w.Close()
 	// A torn tail: a record whose data never arrived, half a record, an
 	// unaligned data end.
@@ -137,7 +137,7 @@ func TestReadOnlyNeverWrites(t *testing.T) {
 		{"stack discard", s.Discard(0, 4096)},
 		{"layer write", func() error { _, err := v.WriteAt(p, 0); return err }()},
 		{"layer discard", v.Discard(0, 4096)},
-		{"set size", v.SetVirtualSize(2 << 20)},
+		{"set size", v.setVirtualSize(2 << 20)},
 	} {
 		if !errors.Is(tc.err, disk.ErrReadOnly) {
 			t.Errorf("%s: %v, want disk.ErrReadOnly", tc.op, tc.err)

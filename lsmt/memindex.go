@@ -2,7 +2,7 @@ package lsmt
 
 import "sort"
 
-// MemIndex is the ordered, mutable index of a writable layer: records are
+// memIndex is the ordered, mutable index of a writable layer: records are
 // inserted in log order and the last writer wins (docs/format-lsmt.md §10).
 // It is not safe for concurrent use; RWFile guards it.
 //
@@ -15,7 +15,7 @@ import "sort"
 // Compact packs the blocks full in place; the replay at open calls it, so a
 // replayed index costs about 16 bytes per record. (A B-tree of 32-byte
 // records, before, held about 49 bytes per record of heap.)
-type MemIndex struct {
+type memIndex struct {
 	blocks  [][]packedRecord // each sorted, non-overlapping, 1..memBlock records
 	firsts  []uint64         // firsts[k] = offset of blocks[k][0]
 	n       int
@@ -26,17 +26,17 @@ type MemIndex struct {
 // the middle of one moves little, many enough that firsts stays small.
 const memBlock = 512
 
-// NewMemIndex returns an empty MemIndex.
-func NewMemIndex() *MemIndex { return &MemIndex{} }
+// newMemIndex returns an empty memIndex.
+func newMemIndex() *memIndex { return &memIndex{} }
 
 // Len is the number of records.
-func (m *MemIndex) Len() int { return m.n }
+func (m *memIndex) Len() int { return m.n }
 
 func pOffset(p packedRecord) uint64 { return p.w0 & (1<<50 - 1) }
 
 // find returns the position of the first record ending after sector s:
 // block k, index i (k == len(blocks) if none).
-func (m *MemIndex) find(s uint64) (k, i int) {
+func (m *memIndex) find(s uint64) (k, i int) {
 	// The last block starting at or before s holds the record containing
 	// s, if any; otherwise the answer is in it or starts the next one.
 	k = sort.Search(len(m.firsts), func(j int) bool { return m.firsts[j] > s }) - 1
@@ -53,7 +53,7 @@ func (m *MemIndex) find(s uint64) (k, i int) {
 
 // Insert adds r, trimming or splitting the records it overlaps. Records of
 // length 0 are ignored.
-func (m *MemIndex) Insert(r Record) {
+func (m *memIndex) Insert(r Record) {
 	if r.Length == 0 {
 		return
 	}
@@ -93,7 +93,7 @@ func (m *MemIndex) Insert(r Record) {
 
 // splice replaces the records from (k, i) up to (k2, i2), exclusive, with
 // add (not empty).
-func (m *MemIndex) splice(k, i, k2, i2 int, add []packedRecord) {
+func (m *memIndex) splice(k, i, k2, i2 int, add []packedRecord) {
 	if k == len(m.blocks) { // past the last record
 		m.n += len(add)
 		if k == 0 {
@@ -145,7 +145,7 @@ func newBlock() []packedRecord { return make([]packedRecord, 0, memBlock) }
 // overflows hands its excess to a neighbour with room, or starts a new block
 // when it is the last one and add goes at its end (a sequential writer), or
 // else splits in half; a block left empty is dropped.
-func (m *MemIndex) replaceIn(k, i, j int, add []packedRecord) {
+func (m *memIndex) replaceIn(k, i, j int, add []packedRecord) {
 	blk := m.blocks[k]
 	newLen := len(blk) - (j - i) + len(add)
 	if newLen == 0 {
@@ -188,12 +188,12 @@ func (m *MemIndex) replaceIn(k, i, j int, add []packedRecord) {
 	}
 }
 
-func (m *MemIndex) setBlock(k int, blk []packedRecord) {
+func (m *memIndex) setBlock(k int, blk []packedRecord) {
 	m.blocks[k] = blk
 	m.firsts[k] = pOffset(blk[0])
 }
 
-func (m *MemIndex) insertBlock(k int, blk []packedRecord) {
+func (m *memIndex) insertBlock(k int, blk []packedRecord) {
 	m.blocks = append(m.blocks, nil)
 	copy(m.blocks[k+1:], m.blocks[k:])
 	m.firsts = append(m.firsts, 0)
@@ -205,7 +205,7 @@ func (m *MemIndex) insertBlock(k int, blk []packedRecord) {
 // block is allocated), and lets the emptied ones go. The replay at open
 // calls it once at the end: random writes leave blocks about three quarters
 // full.
-func (m *MemIndex) Compact() {
+func (m *memIndex) Compact() {
 	if len(m.blocks) == 0 {
 		return
 	}
@@ -236,7 +236,7 @@ func (m *MemIndex) Compact() {
 }
 
 // Lookup appends the records intersecting [offset, offset+length), trimmed.
-func (m *MemIndex) Lookup(dst []Record, offset, length uint64) []Record {
+func (m *memIndex) Lookup(dst []Record, offset, length uint64) []Record {
 	end := offset + length
 	for k, i := m.find(offset); k < len(m.blocks); k, i = k+1, 0 {
 		for _, p := range m.blocks[k][i:] {
@@ -253,7 +253,7 @@ func (m *MemIndex) Lookup(dst []Record, offset, length uint64) []Record {
 }
 
 // Records returns all records in order (a copy).
-func (m *MemIndex) Records() []Record {
+func (m *memIndex) Records() []Record {
 	out := make([]Record, 0, m.n)
 	for _, blk := range m.blocks {
 		for _, p := range blk {
@@ -265,7 +265,7 @@ func (m *MemIndex) Records() []Record {
 }
 
 // BlockCount is the number of sectors holding data.
-func (m *MemIndex) BlockCount() uint64 {
+func (m *memIndex) BlockCount() uint64 {
 	var n uint64
 	for _, blk := range m.blocks {
 		for _, p := range blk {

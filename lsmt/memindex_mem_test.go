@@ -20,7 +20,7 @@ func BenchmarkMemIndexMemory(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		m := NewMemIndex()
+		m := newMemIndex()
 		moff := uint64(dataStart)
 		b.StartTimer()
 		for range n {
@@ -38,7 +38,7 @@ func BenchmarkMemIndexMemory(b *testing.B) {
 	}
 }
 
-// TestMemIndexModel checks MemIndex against a sector map under random
+// TestMemIndexModel checks memIndex against a sector map under random
 // writes and discards of all sizes (many spanning blocks), with Compact at
 // times: the records stay sorted and disjoint, Len counts them, and every
 // sector maps where the last insert covering it put it.
@@ -52,7 +52,7 @@ func TestMemIndexModel(t *testing.T) {
 	for seed := range uint64(4) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		model := make([]cell, sectors)
-		m := NewMemIndex()
+		m := newMemIndex()
 		moff := uint64(dataStart)
 		for step := range 20000 {
 			var l uint64
@@ -92,7 +92,7 @@ func TestMemIndexModel(t *testing.T) {
 			if len(recs) != m.Len() {
 				t.Fatalf("seed %d step %d: Len %d, %d records", seed, step, m.Len(), len(recs))
 			}
-			if _, err := NewIndex(append([]Record(nil), recs...)); err != nil {
+			if _, err := newIndex(append([]Record(nil), recs...)); err != nil {
 				t.Fatalf("seed %d step %d: %v", seed, step, err)
 			}
 			got := make([]cell, sectors)
@@ -126,8 +126,8 @@ func TestMemIndexModel(t *testing.T) {
 	}
 }
 
-// check reports a broken MemIndex invariant, or "".
-func (m *MemIndex) check() string {
+// check reports a broken memIndex invariant, or "".
+func (m *memIndex) check() string {
 	if len(m.blocks) != len(m.firsts) {
 		return fmt.Sprintf("%d blocks, %d firsts", len(m.blocks), len(m.firsts))
 	}

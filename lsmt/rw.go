@@ -46,7 +46,7 @@ type RWFile struct {
 	indexEnd int64      // bytes; next record position
 
 	imu    sync.RWMutex // idx and closed
-	idx    *MemIndex
+	idx    *memIndex
 	closed bool
 
 	hdr   Header       // index file header (authoritative vsize/uuid); data file header if sparse
@@ -63,7 +63,7 @@ func Create(dataPath, indexPath string, o CreateOptions) (*RWFile, error) {
 	}
 	u := o.UUID
 	if u == "" {
-		u = NewUUID()
+		u = newUUID()
 	}
 	dh := newHeader(FlagHeader | FlagData)
 	if o.Sparse {
@@ -93,7 +93,7 @@ func Create(dataPath, indexPath string, o CreateOptions) (*RWFile, error) {
 		return nil, err
 	}
 	f := &RWFile{dataPath: dataPath, indexPath: indexPath, data: df, index: xf,
-		dataEnd: HeaderSize, indexEnd: HeaderSize, idx: NewMemIndex(), hdr: ih}
+		dataEnd: HeaderSize, indexEnd: HeaderSize, idx: newMemIndex(), hdr: ih}
 	f.vsize.Store(o.VirtualSize)
 	return f, nil
 }
@@ -154,7 +154,7 @@ type ReadOnlyOptions struct {
 }
 
 // OpenReadOnly opens a writable layer for reading only; it never writes to
-// either file. WriteAt, Discard and SetVirtualSize fail with
+// either file. WriteAt, Discard and setVirtualSize fail with
 // disk.ErrReadOnly and Sync does nothing.
 //
 // An append-only layer may be open for writing elsewhere at the same time:
@@ -292,7 +292,7 @@ func openRW(df, xf *os.File, dataPath, indexPath string, dsize int64, m openMode
 		return nil, e
 	}
 	hi := uint64(dsize) / SectorSize
-	idx := NewMemIndex()
+	idx := newMemIndex()
 	const chunk = 4096 // records per read
 	buf := make([]byte, min(count, chunk)*RecordSize)
 	good := int64(0) // records up to the last good one
@@ -316,7 +316,7 @@ func openRW(df, xf *os.File, dataPath, indexPath string, dsize int64, m openMode
 		}
 		for j := int64(0); j < n; j++ {
 			r := DecodeRecord(b[j*RecordSize:])
-			if r.Invalid() {
+			if r.invalid() {
 				continue // group-commit padding
 			}
 			r.Tag = 0
@@ -434,7 +434,7 @@ func (f *RWFile) errReadOnly(op string) error {
 }
 
 // inheritSize gives a read-only view of a size-0 layer its stack's size,
-// in memory only (a writer persists it with SetVirtualSize).
+// in memory only (a writer persists it with setVirtualSize).
 func (f *RWFile) inheritSize(vs int64) {
 	f.imu.Lock()
 	f.hdr.VirtualSize = uint64(vs)
@@ -442,11 +442,11 @@ func (f *RWFile) inheritSize(vs int64) {
 	f.vsize.Store(vs)
 }
 
-// SetVirtualSize rewrites the virtual size in both headers (overlaybd
+// setVirtualSize rewrites the virtual size in both headers (overlaybd
 // update_vsize), e.g. when a layer created with size 0 is stacked. A sparse
 // layer has only the data file's header; its data file is resized to
 // 4096+vs, and it cannot shrink.
-func (f *RWFile) SetVirtualSize(vs int64) error {
+func (f *RWFile) setVirtualSize(vs int64) error {
 	if vs < 0 || vs%SectorSize != 0 || vs > MaxVirtualSize {
 		return fmt.Errorf("lsmt %s: virtual size %d: %w", f.dataPath, vs, ErrAlignment)
 	}
@@ -625,11 +625,7 @@ func (f *RWFile) isClosed() bool {
 	return f.closed
 }
 
-// Lookup appends the layer's records intersecting the sector range, trimmed.
-func (f *RWFile) Lookup(dst []Record, sector, n uint64) ([]Record, error) {
-	return f.lookup(dst, sector, n)
-}
-
+// lookup appends the layer's records intersecting the sector range, trimmed.
 func (f *RWFile) lookup(dst []Record, sector, n uint64) ([]Record, error) {
 	f.imu.RLock()
 	defer f.imu.RUnlock()

@@ -32,7 +32,7 @@ func TestRWCreateHeaders(t *testing.T) {
 	if _, err := Create(d, x, CreateOptions{}); !errors.Is(err, os.ErrExist) {
 		t.Fatalf("second Create: %v", err)
 	}
-	if !ValidUUID(f.UUID()) || f.ParentUUID() != NullUUID {
+	if !validUUID(f.UUID()) || f.ParentUUID() != nullUUID {
 		t.Fatalf("uuids %q %q", f.UUID(), f.ParentUUID())
 	}
 	db, _ := os.ReadFile(d)
@@ -266,7 +266,7 @@ func TestModelStack(t *testing.T) {
 			}
 		}
 		var out bytes.Buffer
-		uuid := NewUUID()
+		uuid := newUUID()
 		if _, err := Commit(&out, rw, CommitArgs{UUID: uuid}); err != nil {
 			t.Fatal(err)
 		}
@@ -352,4 +352,4 @@ func TestModelStack(t *testing.T) {
 	}
 }
 
-func normUUID(s string) string { n, _ := NormalizeUUID(s); return n }
+func normUUID(s string) string { n, _ := normalizeUUID(s); return n }

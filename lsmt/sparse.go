@@ -59,7 +59,7 @@ func createSparse(dataPath, indexPath string, h *Header) (*RWFile, error) {
 		xf.Close()
 	}
 	f := &RWFile{dataPath: dataPath, indexPath: indexPath, data: df, sparse: true,
-		dataEnd: HeaderSize + int64(h.VirtualSize), idx: NewMemIndex(), hdr: *h}
+		dataEnd: HeaderSize + int64(h.VirtualSize), idx: newMemIndex(), hdr: *h}
 	f.vsize.Store(int64(h.VirtualSize))
 	return f, nil
 }
@@ -100,8 +100,8 @@ func openSparse(df *os.File, dataPath, indexPath string, dh Header, dsize int64,
 }
 
 // sparseIndex maps every allocated extent of df past the header.
-func sparseIndex(df *os.File, name string) (*MemIndex, error) {
-	idx := NewMemIndex()
+func sparseIndex(df *os.File, name string) (*memIndex, error) {
+	idx := newMemIndex()
 	n := 0
 	for pos := int64(HeaderSize); ; {
 		b, err := df.Seek(pos, seekData)
@@ -140,7 +140,7 @@ func sparseIndex(df *os.File, name string) (*MemIndex, error) {
 
 // checkSparseRange refuses I/O past the virtual size: the data file is the
 // virtual disk, and writing past its end would put data where a later
-// SetVirtualSize or seal expects nothing.
+// setVirtualSize or seal expects nothing.
 func (f *RWFile) checkSparseRange(off, n int64) error {
 	if vs := f.vsize.Load(); off+n > vs {
 		return fmt.Errorf("%w: [%d, +%d) past the sparse layer's virtual size %d", ErrOutOfRange, off, n, vs)
@@ -207,7 +207,7 @@ func (f *RWFile) zeroFill(at, n int64) error {
 	return nil
 }
 
-// setSparseSizeLocked is SetVirtualSize for a sparse layer; f.mu is held.
+// setSparseSizeLocked is setVirtualSize for a sparse layer; f.mu is held.
 func (f *RWFile) setSparseSizeLocked(vs int64) error {
 	if f.isClosed() {
 		return ErrClosed

@@ -188,7 +188,7 @@ func TestSparseFileTest2(t *testing.T) {
 	g := allocUnit(t, filepath.Dir(d))
 	model := make([]byte, vsize)
 	alloc := newBlocks(g, vsize)
-	want := NewMemIndex()
+	want := newMemIndex()
 	for i, w := range [][2]uint64{{5, 5}, {10, 10}, {20, 10}, {100, 10}, {130944, 128}, {7, 8}, {25, 80}} {
 		p := testlayer.Random(uint64(100+i), int(w[1]*SectorSize))
 		if n, err := f.WriteAt(p, int64(w[0]*SectorSize)); err != nil || n != len(p) {
@@ -398,7 +398,7 @@ func TestSparseInheritSize(t *testing.T) {
 	if _, err := f.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrOutOfRange) {
 		t.Fatalf("write to a size-0 sparse layer: %v", err)
 	}
-	if err := f.SetVirtualSize(8 << 20); err != nil {
+	if err := f.setVirtualSize(8 << 20); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := os.Stat(d); st.Size() != HeaderSize+8<<20 {
@@ -407,7 +407,7 @@ func TestSparseInheritSize(t *testing.T) {
 	if _, err := f.WriteAt(testlayer.Random(1, 4096), 8<<20-4096); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.SetVirtualSize(4 << 20); err == nil {
+	if err := f.setVirtualSize(4 << 20); err == nil {
 		t.Fatal("shrink accepted")
 	}
 	f.Close()

@@ -73,7 +73,7 @@ func readAny(sr sectorReader, p []byte, off, size int64) (int, error) {
 
 // view is a read-only merged view: idx records' tags select files.
 type view struct {
-	idx   *Index
+	idx   *sortedIndex
 	files []*File // by tag
 }
 
@@ -133,13 +133,13 @@ func NewStack(lowers []*File, upper *RWFile) (*Stack, error) {
 	if len(lowers) > MaxLayers {
 		return nil, fmt.Errorf("%w: %d read-only layers, at most %d", ErrTooManyLayers, len(lowers), MaxLayers)
 	}
-	idxs := make([]*Index, len(lowers))
+	idxs := make([]*sortedIndex, len(lowers))
 	files := make([]*File, len(lowers))
 	for i, f := range lowers {
 		idxs[i] = f.index
 		files[len(lowers)-1-i] = f // tag = position from the top
 	}
-	m, err := Merge(idxs)
+	m, err := mergeIndexes(idxs)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +156,7 @@ func NewStack(lowers []*File, upper *RWFile) (*Stack, error) {
 		} else if s.size != 0 && upper.ReadOnly() {
 			upper.inheritSize(s.size)
 		} else if s.size != 0 {
-			if err := upper.SetVirtualSize(s.size); err != nil {
+			if err := upper.setVirtualSize(s.size); err != nil {
 				return nil, err
 			}
 		}
@@ -192,9 +192,6 @@ func (s *Stack) Lowers() []*File { return s.lowers }
 
 // Upper returns the writable layer or nil.
 func (s *Stack) Upper() *RWFile { return s.upper }
-
-// MergedIndex returns the merged read-only index (tag 0 = top-most lower).
-func (s *Stack) MergedIndex() *Index { return s.lower.idx }
 
 // ReadAt reads the merged view at any offset and length.
 func (s *Stack) ReadAt(p []byte, off int64) (int, error) {
