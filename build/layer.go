@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/obdfs/obdfs/disk"
@@ -61,7 +60,7 @@ type Layer struct {
 	uuid     string
 	parent   string
 	froot    *fusefs.Root
-	srv      *fuse.Server
+	srv      *fusefs.Server
 	fuseDir  string
 	loop     string
 	backing  string // the loop device's backing file, as sysfs shows it

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/obdfs/obdfs/internal/fusetest"
 	"io"
 	"log/slog"
 	"os"
@@ -13,7 +14,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/obdfs/obdfs/disk"
@@ -22,6 +22,8 @@ import (
 
 	"github.com/obdfs/obdfs/internal/testlayer"
 )
+
+func TestMain(m *testing.M) { os.Exit(fusetest.Main(m)) }
 
 func needRoot(t *testing.T) {
 	t.Helper()
@@ -81,7 +83,7 @@ func (l *logBuf) String() string {
 type mnt struct {
 	dir  string
 	root *fusefs.Root
-	srv  *fuse.Server
+	srv  *fusefs.Server
 	log  *logBuf
 }
 
@@ -97,13 +99,44 @@ func mount(t *testing.T, disks map[string]disk.Disk) *mnt {
 			t.Fatal(err)
 		}
 	}
-	srv, err := fusefs.Mount(m.dir, m.root, fusefs.MountOptions{})
+	srv, err := fusefs.Mount(m.dir, m.root, fusefs.MountOptions{URing: fusetest.URing()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.srv = srv
 	t.Cleanup(func() { m.unmount(t) })
+	if want := map[string]string{"on": "io_uring", "off": "/dev/fuse"}[fusetest.URing()]; srv.Transport() != want {
+		t.Fatalf("transport %s, want %s", srv.Transport(), want)
+	}
 	return m
+}
+
+// --fuse-uring=on fails, naming the reason, when the kernel does not offer
+// FUSE over io_uring (the classic run, where enable_uring is off); auto
+// falls back to /dev/fuse.
+func TestURingNotOffered(t *testing.T) {
+	needRoot(t)
+	if ok, _ := fusefs.URingOffered(); ok {
+		t.Skip("the kernel offers FUSE over io_uring now (enable_uring=Y): the io_uring run covers this")
+	}
+	dir := t.TempDir()
+	root := fusefs.NewRoot(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if _, err := fusefs.Mount(dir, root, fusefs.MountOptions{URing: "on"}); err == nil || !strings.Contains(err.Error(), "enable_uring") {
+		t.Fatalf("URing on: %v, want an error naming enable_uring", err)
+	}
+	srv, err := fusefs.Mount(dir, root, fusefs.MountOptions{URing: "auto"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.Transport() != "/dev/fuse" {
+		t.Errorf("auto without io_uring: transport %s", srv.Transport())
+	}
+	if err := srv.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fusefs.Mount(dir, root, fusefs.MountOptions{URing: "sometimes"}); err == nil {
+		t.Fatal("URing sometimes: no error")
+	}
 }
 
 func (m *mnt) unmount(t *testing.T) {

@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
-
 	"github.com/obdfs/obdfs/blockcache"
 	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/fusefs"
@@ -66,7 +64,7 @@ type Server struct {
 	cfg  Config
 	log  *slog.Logger
 	root *fusefs.Root
-	fuse *fuse.Server
+	fuse *fusefs.Server
 	ln   net.Listener
 
 	mu      sync.Mutex // guards specs, pending, stop; never held across a stack open

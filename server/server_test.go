@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/obdfs/obdfs/fusefs"
+	"github.com/obdfs/obdfs/internal/fusetest"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -19,6 +21,8 @@ import (
 	"github.com/obdfs/obdfs/internal/leakcheck"
 	"github.com/obdfs/obdfs/server"
 )
+
+func TestMain(m *testing.M) { os.Exit(fusetest.Main(m)) }
 
 func needRoot(t *testing.T) {
 	t.Helper()
@@ -85,7 +89,8 @@ func startWith(t *testing.T, open server.Opener, stacks ...server.Stack) *server
 	os.Mkdir(mp, 0o755)
 	s, err := server.Start(server.Config{
 		Mountpoint: mp, Socket: filepath.Join(dir, "ctl.sock"), Open: open,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Mount: fusefs.MountOptions{URing: fusetest.URing()},
+		Log:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}, stacks)
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +270,8 @@ func TestStartErrors(t *testing.T) {
 	dir := t.TempDir()
 	mp := filepath.Join(dir, "mnt")
 	os.Mkdir(mp, 0o755)
-	cfg := server.Config{Mountpoint: mp, Socket: filepath.Join(dir, "ctl.sock"), Open: memOpener}
+	cfg := server.Config{Mountpoint: mp, Socket: filepath.Join(dir, "ctl.sock"), Open: memOpener,
+		Mount: fusefs.MountOptions{URing: fusetest.URing()}}
 	if _, err := server.Start(cfg, []server.Stack{{Name: "a", Spec: "mem:1"}, {Name: "b", Spec: "bogus"}}); err == nil || !strings.Contains(err.Error(), "b=bogus") {
 		t.Errorf("bad spec: %v", err)
 	}

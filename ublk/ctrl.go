@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/obdfs/obdfs/ublk/internal/uapi"
-	"github.com/obdfs/obdfs/ublk/internal/uring"
+	"github.com/obdfs/obdfs/internal/uring"
 )
 
 // ControlPath is the ublk control device.

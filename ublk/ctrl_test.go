@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/obdfs/obdfs/ublk/internal/uapi"
-	"github.com/obdfs/obdfs/ublk/internal/uring"
+	"github.com/obdfs/obdfs/internal/uring"
 )
 
 // Host-side tests of the control-path decisions against fake kernels that

@@ -13,7 +13,7 @@ import (
 
 	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/ublk/internal/uapi"
-	"github.com/obdfs/obdfs/ublk/internal/uring"
+	"github.com/obdfs/obdfs/internal/uring"
 )
 
 // user_data of the eventfd read on a queue ring; tags use the low 16 bits.

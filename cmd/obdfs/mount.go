@@ -33,6 +33,7 @@ type mountCmd struct {
 	NonEmpty      bool   `name:"nonempty" help:"Mount over a directory that has files (they are hidden while mounted); refused otherwise."`
 	AllowOther    bool   `help:"Let other users open the files, as their owner and mode allow (default: only the user who mounted; implied by --uid/--gid)."`
 	permFlags
+	FuseURing string `name:"fuse-uring" enum:"auto,on,off" default:"auto" help:"FUSE over io_uring (kernel 6.14+, module parameter fuse.enable_uring=Y, root): auto uses it when offered, on fails when not, off reads /dev/fuse."`
 	stackFlags
 	metricsFlag
 
@@ -123,7 +124,7 @@ func (c *mountCmd) Run() error {
 	}
 	cfg := server.Config{
 		Mountpoint: mp, Open: open, Cache: o.Cache, Log: slog.Default(), Perm: perm, NonEmpty: c.NonEmpty,
-		Mount: fusefs.MountOptions{MaxIO: int(maxIO), ReadAheadKB: c.ReadaheadKB, MaxBackground: c.MaxBackground, Debug: c.DebugFUSE, AllowOther: c.AllowOther || allowOther},
+		Mount: fusefs.MountOptions{MaxIO: int(maxIO), ReadAheadKB: c.ReadaheadKB, MaxBackground: c.MaxBackground, Debug: c.DebugFUSE, AllowOther: c.AllowOther || allowOther, URing: c.FuseURing},
 	}
 	if m != nil {
 		cfg.Observer = m

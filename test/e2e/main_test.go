@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/obdfs/obdfs/internal/fusetest"
 	"io"
 	"os"
 	"os/exec"
@@ -53,7 +54,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		buildErr = fmt.Errorf("go build obdfs: %v\n%s", err, out)
 	}
-	code := m.Run()
+	code := fusetest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -108,12 +109,20 @@ func must(t *testing.T, name string, args ...string) string {
 
 func obdfs(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	return run(t, obdfsBin, args...)
+	return run(t, obdfsBin, transport(args)...)
 }
 
 func mustObdfs(t *testing.T, args ...string) string {
 	t.Helper()
-	return must(t, obdfsBin, args...)
+	return must(t, obdfsBin, transport(args)...)
+}
+
+// transport adds the FUSE transport of this run to a mount command.
+func transport(args []string) []string {
+	if len(args) > 0 && args[0] == "mount" {
+		return append([]string{"mount", "--fuse-uring=" + fusetest.URing()}, args[1:]...)
+	}
+	return args
 }
 
 // mount starts a daemon on a new mountpoint and stops it in Cleanup,

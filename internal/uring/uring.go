@@ -1,11 +1,13 @@
 // Package uring is a minimal io_uring built on raw io_uring_setup and
-// io_uring_enter syscalls and three mmaps (docs/ublk-protocol.md §4), for the ublk
-// server: URING_CMD submissions on an SQE128 control ring or a plain queue
-// ring, plus the few opcodes the server and the tests need (NOP, READ).
+// io_uring_enter syscalls and three mmaps (docs/ublk-protocol.md §4), shared by
+// the ublk server and the FUSE-over-io_uring transport (fusefs): URING_CMD
+// submissions on SQE128 or plain rings, plus the few opcodes the servers and
+// the tests need (NOP, READ).
 //
-// A Ring is not safe for concurrent use: one goroutine owns it. For ublk queue
-// rings that goroutine must also be locked to its OS thread
-// (docs/ublk-protocol.md §2.8).
+// A Ring is not safe for concurrent use: one goroutine owns it. For ublk and
+// FUSE queue rings that goroutine must also be locked to its OS thread
+// (docs/ublk-protocol.md §2.8): the kernel completes their commands in the
+// submitting task's context.
 package uring
 
 import (
@@ -207,20 +209,41 @@ func put64(b []byte, off int, v uint64) { *(*uint64)(unsafe.Pointer(&b[off])) = 
 // payload cmd (copied into the SQE at byte 48; at most 16 bytes on a 64-byte
 // ring, 80 on an SQE128 ring).
 func (r *Ring) PrepURingCmd(fd int, cmdOp uint32, cmd []byte, userData uint64) error {
+	if _, err := r.prepCmd(fd, cmdOp, cmd, userData); err != nil {
+		return err
+	}
+	r.publish()
+	return nil
+}
+
+// PrepURingCmdBuf is PrepURingCmd with the SQE's addr and len fields set,
+// for commands that pass a buffer (FUSE_IO_URING_CMD_REGISTER: an iovec
+// array). The memory at addr must stay put while the command is in flight.
+func (r *Ring) PrepURingCmdBuf(fd int, cmdOp uint32, addr uint64, length uint32, cmd []byte, userData uint64) error {
+	sqe, err := r.prepCmd(fd, cmdOp, cmd, userData)
+	if err != nil {
+		return err
+	}
+	put64(sqe, sqeAddr, addr)
+	put32(sqe, sqeLen, length)
+	r.publish()
+	return nil
+}
+
+func (r *Ring) prepCmd(fd int, cmdOp uint32, cmd []byte, userData uint64) ([]byte, error) {
 	if len(cmd) > r.sqeSize-SQECmdOffset {
-		return fmt.Errorf("uring: command payload %d bytes does not fit a %d-byte SQE", len(cmd), r.sqeSize)
+		return nil, fmt.Errorf("uring: command payload %d bytes does not fit a %d-byte SQE", len(cmd), r.sqeSize)
 	}
 	sqe, err := r.next()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sqe[sqeOpcode] = OpURingCmd
 	put32(sqe, sqeFd, uint32(int32(fd)))
 	put32(sqe, sqeOff, cmdOp) // __pad1 (bytes 12–15) stays 0
 	put64(sqe, sqeUserData, userData)
 	copy(sqe[SQECmdOffset:], cmd)
-	r.publish()
-	return nil
+	return sqe, nil
 }
 
 // PrepNop queues a no-op.
