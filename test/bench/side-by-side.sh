@@ -2,7 +2,10 @@
 # Side-by-side benchmark (issue 6): one dataset served four ways on the same
 # machine in the same run, medians of several runs, ratios.
 #
-#   obdfs-lz4 / obdfs-zstd  3-layer overlaybd stack, ZFile lz4 / zstd
+#   obdfs-lz4 / obdfs-zstd  3-layer overlaybd stack, ZFile lz4 / zstd (FUSE over /dev/fuse)
+#   obdfs-lz4-uring / obdfs-zstd-uring  the same over FUSE over io_uring (the
+#                           script turns the fuse module's enable_uring on for
+#                           the run and restores it)
 #   qsd                     the same three states as a qcow2 backing chain
 #                           with zstd clusters, qemu-storage-daemon --export type=fuse
 #   memfuse                 the top state as a flat raw image served from memory
@@ -20,7 +23,7 @@
 #   BENCH_RUNS [3]        runs per measurement (the table shows medians)
 #   BENCH_FIO_SECS [5]    seconds per fio job
 #   BENCH_CACHE_SIZE [1GiB]  obdfs --cache-size (holds the decoded shared layers)
-#   BENCH_TARGETS         subset of "obdfs-lz4 obdfs-zstd qsd memfuse raw"
+#   BENCH_TARGETS         subset of "obdfs-lz4 obdfs-zstd obdfs-lz4-uring obdfs-zstd-uring qsd memfuse raw"
 #   BENCH_TESTS           subset of "seq rand scan shared"
 #   BENCH_DIR             work directory (default: a fresh one under /var/tmp);
 #                         a dataset already built there for the same BENCH_DATA_MB is reused
@@ -36,7 +39,7 @@ DATA_MB=${BENCH_DATA_MB:-250}
 RUNS=${BENCH_RUNS:-3}
 FIO_SECS=${BENCH_FIO_SECS:-5}
 CACHE=${BENCH_CACHE_SIZE:-1GiB}
-TARGETS=${BENCH_TARGETS:-obdfs-lz4 obdfs-zstd qsd memfuse raw}
+TARGETS=${BENCH_TARGETS:-obdfs-lz4 obdfs-zstd obdfs-lz4-uring obdfs-zstd-uring qsd memfuse raw}
 TESTS=${BENCH_TESTS:-seq rand scan shared}
 KEEP=${BENCH_KEEP:-0}
 DOC=${BENCH_DOC-docs/PERFORMANCE.md}
@@ -53,10 +56,24 @@ W=$(cd "$W" && pwd)
 MEMFUSE=$W/memfuse
 go build -o "$MEMFUSE" ./test/bench/memfuse
 
+# FUSE over io_uring targets need the fuse module's enable_uring on; the old
+# value is put back on exit.
+URING_PARAM=/sys/module/fuse/parameters/enable_uring URING_OLD=
+case " $TARGETS " in
+  *-uring\ *)
+    if [ -w "$URING_PARAM" ]; then
+      URING_OLD=$(cat "$URING_PARAM"); echo Y > "$URING_PARAM"
+    else
+      echo "bench: $URING_PARAM missing (kernel without FUSE over io_uring): skipping the io_uring targets" >&2
+      TARGETS=$(for t in $TARGETS; do case $t in *-uring) ;; *) echo "$t" ;; esac; done | paste -sd' ')
+    fi ;;
+esac
+
 # Everything started is recorded here so that the trap can undo it.
 PIDS=() MNTS=() LOOPS=() FSMNTS=()
 cleanup() {
   set +e
+  [ -n "$URING_OLD" ] && echo "$URING_OLD" > "$URING_PARAM"
   local m l p
   for m in "${FSMNTS[@]}"; do mountpoint -q "$m" && umount "$m"; done
   for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
@@ -221,8 +238,8 @@ IMGSIZE=$(stat -c %s "$IMG")
 # (1, or NSHARED for the shared test: layer-3 variants 1..N).
 backing_files() { # the files a target reads from
   case $1 in
-    obdfs-lz4) echo "$D"/l1.lz4 "$D"/l2.lz4 "$D"/l3v*.lz4 ;;
-    obdfs-zstd) echo "$D"/l1.zstd "$D"/l2.zstd "$D"/l3v*.zstd ;;
+    obdfs-lz4*) echo "$D"/l1.lz4 "$D"/l2.lz4 "$D"/l3v*.lz4 ;;
+    obdfs-zstd*) echo "$D"/l1.zstd "$D"/l2.zstd "$D"/l3v*.zstd ;;
     qsd) echo "$D"/*.qcow2 ;;
     memfuse | raw) echo "$IMG" ;;
   esac
@@ -248,11 +265,12 @@ start() {
   mkdir -p "$m"
   case $t in
     obdfs-*)
-      ext=${t#obdfs-}
-      local args=()
+      ext=${t#obdfs-} ext=${ext%-uring}
+      local args=() uring=off
+      case $t in *-uring) uring=on ;; esac
       for v in $(seq 1 "$n"); do args+=("s$v=$D/l1.$ext,$D/l2.$ext,$D/l3v$v.$ext"); FILES+=("$m/s$v"); done
       MNTS+=("$m")
-      "$OBDFS" mount --foreground --cache-size "$CACHE" --log-file "$W/run/obdfs.log" "$m" "${args[@]}" 2>>"$W/run/obdfs.log" &
+      "$OBDFS" mount --foreground --fuse-uring=$uring --cache-size "$CACHE" --log-file "$W/run/obdfs.log" "$m" "${args[@]}" 2>>"$W/run/obdfs.log" &
       p=$!; PIDS+=("$p"); TPIDS+=("$p")
       wait_file "$m/s$n" "$p"
       ;;
@@ -285,7 +303,7 @@ stop() {
     qsd | memfuse) for p in "${TPIDS[@]}"; do kill -TERM "$p"; done ;;
   esac
   for p in "${TPIDS[@]}"; do wait "$p" 2>/dev/null || true; drop PIDS "$p"; done
-  if [ "$t" != obdfs-lz4 ] && [ "$t" != obdfs-zstd ]; then
+  if [ "${t%%-*}" != obdfs ]; then
     for f in "${FILES[@]}"; do
       [ "$f" = "$IMG" ] && continue
       findmnt -n "$f" >/dev/null 2>&1 && umount "$f"
@@ -381,6 +399,7 @@ t_shared() {
   rec shared.x "$t" "$(awk -v a="$all" -v b="$distinct" 'BEGIN { printf "%.2f", a / b }')"
   if [ "${t%%-*}" = obdfs ]; then
     local ext=${t#obdfs-}
+    ext=${ext%-uring}
     rec shared.l12x "$t" "$(awk -v a="$(shared_bytes "$W/run/mnt")" -v b="$(stat -c %s "$D/l1.$ext" "$D/l2.$ext" | paste -sd+ | bc)" \
       'BEGIN { printf "%.2f", a / b }')"
   fi
@@ -412,19 +431,20 @@ cell() { local v; v=$(median "$1" "$2"); echo "$v"; }
 
 machine="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores, $(free -g | awk '/Mem:/ { print $2 }') GiB, kernel $(uname -r)"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-COLS="obdfs-lz4 obdfs-zstd qsd memfuse raw"
+COLS="obdfs-lz4 obdfs-zstd obdfs-lz4-uring obdfs-zstd-uring qsd memfuse raw"
 table() {
-  echo "| measurement | obdfs lz4 | obdfs zstd | qemu-storage-daemon (qcow2 zstd) | memfuse (FUSE ceiling) | raw (page cache) | lz4 / qsd | zstd / qsd | lz4 / memfuse | lz4 / raw |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
-  local m label c row l z q f r inv
+  echo "| measurement | obdfs lz4 | obdfs zstd | obdfs lz4, io_uring | obdfs zstd, io_uring | qemu-storage-daemon (qcow2 zstd) | memfuse (FUSE ceiling) | raw (page cache) | lz4 / qsd | zstd / qsd | lz4 / memfuse | lz4 / raw | lz4 io_uring / qsd | lz4 io_uring / lz4 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  local m label c row l z q f r inv u
   while IFS='|' read -r m label inv; do
     row="| $label |"
     for c in $COLS; do row+=" $(cell "$m" "$c") |"; done
     l=$(median "$m" obdfs-lz4) z=$(median "$m" obdfs-zstd) q=$(median "$m" qsd) f=$(median "$m" memfuse) r=$(median "$m" raw)
+    u=$(median "$m" obdfs-lz4-uring)
     if [ "$inv" = 1 ]; then # lower is better: ratio of speeds = inverse
-      row+=" $(ratio "$q" "$l") | $(ratio "$q" "$z") | $(ratio "$f" "$l") | $(ratio "$r" "$l") |"
+      row+=" $(ratio "$q" "$l") | $(ratio "$q" "$z") | $(ratio "$f" "$l") | $(ratio "$r" "$l") | $(ratio "$q" "$u") | $(ratio "$l" "$u") |"
     else
-      row+=" $(ratio "$l" "$q") | $(ratio "$z" "$q") | $(ratio "$l" "$f") | $(ratio "$l" "$r") |"
+      row+=" $(ratio "$l" "$q") | $(ratio "$z" "$q") | $(ratio "$l" "$f") | $(ratio "$l" "$r") | $(ratio "$u" "$q") | $(ratio "$u" "$l") |"
     fi
     echo "$row"
   done <<'EOF'
@@ -436,11 +456,11 @@ scan.s|tar scan (s)|1
 shared.s|4 stacks sharing layers 1+2, each read whole in turn (s)|1
 EOF
   echo
-  echo "| daemon cost (CPU s / peak RSS MiB) | obdfs lz4 | obdfs zstd | qemu-storage-daemon | memfuse |"
-  echo "|---|---|---|---|---|"
+  echo "| daemon cost (CPU s / peak RSS MiB) | obdfs lz4 | obdfs zstd | obdfs lz4, io_uring | obdfs zstd, io_uring | qemu-storage-daemon | memfuse |"
+  echo "|---|---|---|---|---|---|---|"
   for m in seq rand1 rand32 scan shared; do
     row="| $m |"
-    for c in obdfs-lz4 obdfs-zstd qsd memfuse; do row+=" $(cell "$m.cpu" "$c") / $(cell "$m.rss" "$c") |"; done
+    for c in obdfs-lz4 obdfs-zstd obdfs-lz4-uring obdfs-zstd-uring qsd memfuse; do row+=" $(cell "$m.cpu" "$c") / $(cell "$m.rss" "$c") |"; done
     echo "$row"
   done
   echo
