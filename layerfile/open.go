@@ -292,10 +292,6 @@ func openPath(path string, o Options, open func(io.ReaderAt, int64, Options) (*F
 		fd.Close()
 		return nil, err
 	}
-	if !st.Mode().IsRegular() {
-		fd.Close()
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
 	f, err := open(fd, st.Size(), o)
 	if err != nil {
 		fd.Close()
