@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/obdfs/obdfs/internal/testlayer"
 	"github.com/obdfs/obdfs/test/netshape"
 )
 
@@ -22,14 +23,7 @@ var rtts = []time.Duration{0, 20 * time.Millisecond, 100 * time.Millisecond}
 // adds rtt to every range GET, and returns its repoBlobUrl and digest.
 func benchBlob(b *testing.B, size int, rtt time.Duration) (string, string, *fault) {
 	host, f := inproc(b)
-	data := make([]byte, size)
-	r := rand.New(rand.NewPCG(1, 2))
-	for i := 0; i < size; i += 8 {
-		v := r.Uint64()
-		for j := 0; j < 8 && i+j < size; j++ {
-			data[i+j] = byte(v >> (8 * j))
-		}
-	}
+	data := testlayer.Random(1, size)
 	l := static.NewLayer(data, types.OCIUncompressedLayer)
 	repo, _ := name.NewRepository(host + "/bench/blob")
 	if err := ggcrremote.WriteLayer(repo, l); err != nil {

@@ -14,7 +14,6 @@ import (
 	"io"
 	"log"
 	"math/big"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -35,6 +34,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/obdfs/obdfs/internal/testlayer"
 	"github.com/obdfs/obdfs/test/registry"
 )
 
@@ -386,11 +386,7 @@ func TestMirrorFleet(t *testing.T) {
 	origin := registry.Start(t, false)
 	counted, cp := startCounting(t, origin.Host)
 	mirror := registry.StartMirror(t, counted)
-	data := make([]byte, size)
-	rnd := rand.New(rand.NewPCG(3, 4))
-	for i := range data {
-		data[i] = byte(rnd.Uint32())
-	}
+	data := testlayer.Random(3, size)
 	l := static.NewLayer(data, types.OCIUncompressedLayer)
 	repo, _ := name.NewRepository(origin.Host + "/fleet/blob")
 	if err := ggcrremote.WriteLayer(repo, l); err != nil {

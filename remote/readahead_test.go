@@ -3,7 +3,6 @@ package remote
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 // randomBlob pushes size random bytes to an in-process registry and returns
@@ -19,8 +19,7 @@ import (
 func randomBlob(t testing.TB, size int) (string, string, []byte, *fault) {
 	t.Helper()
 	host, f := inproc(t)
-	data := make([]byte, size)
-	rand.Read(data)
+	data := testlayer.Random(uint64(size), size)
 	l := static.NewLayer(data, types.OCIUncompressedLayer)
 	repo, _ := name.NewRepository(host + "/ra/blob")
 	if err := ggcrremote.WriteLayer(repo, l); err != nil {

@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -22,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/obdfs/obdfs/internal/fixture"
+	"github.com/obdfs/obdfs/internal/testlayer"
 	"github.com/obdfs/obdfs/remote"
 	"github.com/obdfs/obdfs/server"
 	"github.com/obdfs/obdfs/test/netshape"
@@ -31,8 +31,7 @@ import (
 // and returns its digest.
 func pushRandomBlob(t *testing.T, srv *Server, repo string, size int) string {
 	t.Helper()
-	data := make([]byte, size)
-	rand.Read(data)
+	data := testlayer.Random(uint64(size), size)
 	l := static.NewLayer(data, types.OCIUncompressedLayer)
 	r, err := name.NewRepository(srv.Host+"/"+repo, name.Insecure)
 	if err != nil {
