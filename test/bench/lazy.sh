@@ -163,8 +163,8 @@ proxy_stop() { # prints MB down (the proxy prints its counters as it exits)
   awk '/netshape:/{printf "%.1f", $7/1e6}' "$R/proxy.err"
 }
 
-M=$R/mnt FS=$R/fs
-mkdir -p "$M" "$FS"
+M=$R/mnt FS=$R/fs Q=$R/qsd
+mkdir -p "$M" "$FS" "$Q"
 FILE=''
 serve() { # ROW RTT MBPS: serve the image as $FILE from a cold cache
   local row=$1 cache=$R/cache
@@ -179,14 +179,14 @@ serve() { # ROW RTT MBPS: serve the image as $FILE from a cold cache
   esac
   case $row in
     qsd-http)
-      touch "$M/q"; MNTS+=("$M/q")
+      touch "$Q/q"; MNTS+=("$Q/q")
       qemu-storage-daemon \
         --blockdev "driver=http,node-name=h,url=http://$PROXY/v2/bench/qcow2/blobs/$QDIG,read-only=on" \
         --blockdev "driver=qcow2,node-name=q,file=h,read-only=on" \
-        --export "type=fuse,id=e,node-name=q,mountpoint=$M/q,writable=off" 2>>"$R/qsd.log" &
-      QPID=$!; PIDS+=("$QPID"); FILE=$M/q
+        --export "type=fuse,id=e,node-name=q,mountpoint=$Q/q,writable=off" 2>>"$R/qsd.log" &
+      QPID=$!; PIDS+=("$QPID"); FILE=$Q/q
       local i; for i in $(seq 1 1200); do
-        case $(stat -f -c %T "$M/q" 2>/dev/null) in fuse*) return 0 ;; esac
+        case $(stat -f -c %T "$Q/q" 2>/dev/null) in fuse*) return 0 ;; esac
         kill -0 "$QPID" 2>/dev/null || { echo "bench-lazy: qemu-storage-daemon died: $(tail -3 "$R/qsd.log")" >&2; return 1; }
         sleep 0.05
       done ;;
@@ -198,7 +198,7 @@ serve() { # ROW RTT MBPS: serve the image as $FILE from a cold cache
 }
 unserve() { # ROW
   case $1 in
-    qsd-http) kill -TERM "$QPID"; wait "$QPID" 2>/dev/null || true; drop PIDS "$QPID"; umount "$M/q" 2>/dev/null || true; drop MNTS "$M/q" ;;
+    qsd-http) kill -TERM "$QPID"; wait "$QPID" 2>/dev/null || true; drop PIDS "$QPID"; umount "$Q/q" 2>/dev/null || true; drop MNTS "$Q/q"; rm -f "$Q/q" ;;
     *) "$OBDFS" umount "$M" >/dev/null; drop MNTS "$M" ;;
   esac
 }
