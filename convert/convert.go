@@ -293,6 +293,15 @@ func (c *Converter) Image(src v1.Image, platform string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	m, err := src.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("convert: reading the manifest: %w", err)
+	}
+	for _, d := range m.Layers {
+		if _, ok := d.Annotations[remote.AnnotationBlobDigest]; ok {
+			return nil, errors.New("convert: the image is already an overlaybd image (its layers carry overlaybd annotations)")
+		}
+	}
 	docker := mt == types.DockerManifestSchema2
 	layerMT, configMT := types.OCIUncompressedLayer, types.OCIConfigJSON
 	if docker {

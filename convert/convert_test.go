@@ -260,6 +260,15 @@ func TestConvertMatchesUmoci(t *testing.T) {
 		t.Errorf("second image: stats %+v, want 3 of 4 layers from the cache", s)
 	}
 	compareTrees(t, umociTree(t, srcDir, "v2"), obdfsTree(t, "oci:"+outDir+":v2"))
+
+	// Converting the result again is refused.
+	again, err := Open(context.Background(), "oci:"+outDir+":v1", RegistryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Convert(again); err == nil || !strings.Contains(err.Error(), "already an overlaybd image") {
+		t.Errorf("converting an overlaybd image: %v", err)
+	}
 }
 
 // checkImage checks what overlaybd and ACI read: layer media type and
