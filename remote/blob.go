@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/obdfs/obdfs/internal/regfile"
 )
 
 // Blob is one layer blob: an io.ReaderAt over its bytes. A registry blob is
@@ -227,7 +228,7 @@ func openRemote(ctx context.Context, cl *client, digest string, size int64, o Op
 
 // openLocal opens a blob file of an OCI layout.
 func openLocal(path, digest string, size int64) (*Blob, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path, os.O_RDONLY) // a FIFO must not hang the open
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +237,7 @@ func openLocal(path, digest string, size int64) (*Blob, error) {
 		f.Close()
 		return nil, err
 	}
-	if !st.Mode().IsRegular() || (size > 0 && st.Size() != size) {
+	if size > 0 && st.Size() != size {
 		f.Close()
 		return nil, fmt.Errorf("%s: %d bytes, the manifest says %d", path, st.Size(), size)
 	}
