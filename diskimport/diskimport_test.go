@@ -167,3 +167,39 @@ func TestImportRefusesBadInput(t *testing.T) {
 		t.Error("a corrupt qcow2 was accepted")
 	}
 }
+
+// TestImportFormats: vmdk and vhdx (and qcow2 with zstd clusters) read
+// back as qemu-img converts them to raw.
+func TestImportFormats(t *testing.T) {
+	needQemuImg(t)
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	run(t, "qemu-img", "create", "-f", "raw", raw, "32M")
+	writeBlocks(t, raw, map[int64]byte{3: 1, 4000: 2, 8191: 3})
+	for _, c := range []struct{ format, opts string }{
+		{"vmdk", ""}, {"vhdx", ""}, {"qcow2", "compression_type=zstd"},
+	} {
+		t.Run(c.format, func(t *testing.T) {
+			img := filepath.Join(dir, "disk."+c.format)
+			args := []string{"convert", "-f", "raw", "-O", c.format}
+			if c.opts != "" {
+				args = append(args, "-o", c.opts, "-c")
+			}
+			run(t, "qemu-img", append(args, raw, img)...)
+			flat := img + ".raw"
+			run(t, "qemu-img", "convert", "-O", "raw", img, flat)
+			out := img + ".layer"
+			st := importTo(t, img, out, nil)
+			if st.Format != c.format {
+				t.Errorf("format %q", st.Format)
+			}
+			want, err := os.ReadFile(flat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(readAll(t, out), want) {
+				t.Error("import differs from qemu-img convert -O raw")
+			}
+		})
+	}
+}
