@@ -325,3 +325,24 @@ func TestApplyBadTars(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenSourceEarlyClose: closing a directory source before reading it
+// all stops its goroutine.
+func TestOpenSourceEarlyClose(t *testing.T) {
+	leaks := leakcheck.Take()
+	defer leaks.Check(t)
+	dir := t.TempDir()
+	for i := range 50 {
+		os.WriteFile(filepath.Join(dir, "f"+string(rune('a'+i%26))+string(rune('a'+i/26))), bytes.Repeat([]byte{1}, 64<<10), 0o644)
+	}
+	src, err := OpenSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Read(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

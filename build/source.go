@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"github.com/klauspost/compress/gzip"
 	"io"
@@ -37,6 +38,70 @@ func OpenTar(r io.Reader) (io.ReadCloser, error) {
 		return z.IOReadCloser(), nil
 	}
 	return io.NopCloser(br), nil
+}
+
+// OpenSource opens what `obdfs build` takes as a layer tar stream: "-"
+// (standard input), a directory (tarred by TarDir in a goroutine that Close
+// waits for, returning its error), or a tar file (plain, gzip, zstd).
+func OpenSource(path string) (io.ReadCloser, error) {
+	if path == "-" {
+		r, err := OpenTar(os.Stdin)
+		if err != nil {
+			return nil, fmt.Errorf("standard input: %w", err)
+		}
+		return r, nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		pr, pw := io.Pipe()
+		d := &dirSource{PipeReader: pr, done: make(chan error, 1)}
+		go func() {
+			err := TarDir(path, pw)
+			pw.CloseWithError(err)
+			d.done <- err
+		}()
+		return d, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := OpenTar(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &fileSource{ReadCloser: r, f: f}, nil
+}
+
+type dirSource struct {
+	*io.PipeReader
+	done chan error
+}
+
+// Close stops the tarring goroutine (its writes fail) and waits for it.
+func (d *dirSource) Close() error {
+	d.PipeReader.Close()
+	if err := <-d.done; err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		return err
+	}
+	return nil
+}
+
+type fileSource struct {
+	io.ReadCloser
+	f *os.File
+}
+
+func (s *fileSource) Close() error {
+	err := s.ReadCloser.Close()
+	if ferr := s.f.Close(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 // TarDir writes the tree at dir to w as a PAX tar in the form Apply reads:

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 
@@ -89,73 +88,21 @@ func (c *buildCmd) Run() error {
 	if base != nil {
 		defer base.Close()
 	}
-	src, wait, err := buildSource(c.Src)
+	src, err := build.OpenSource(c.Src)
 	if err != nil {
 		return fmt.Errorf("build: %w", err)
 	}
 	st, err := build.Build(c.Out, src, c.Src,
 		build.Options{Base: base, VirtualSize: vsize, UUID: c.UUID, WorkDir: c.WorkDir},
 		build.CommitArgs{UUID: c.UUID, Message: c.Message}, wo)
-	src.Close()
-	if werr := wait(); err == nil {
-		err = werr
+	if cerr := src.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return hintForce(err)
 	}
 	fmt.Printf("%s: %d entries (%d whiteouts), %s of file data\n", c.Out, st.Entries, st.Whiteouts, humanBytes(st.Bytes))
 	return nil
-}
-
-// buildSource opens SRC as a tar stream: a directory is tarred by a
-// goroutine that wait waits for.
-func buildSource(path string) (io.ReadCloser, func() error, error) {
-	if path == "-" {
-		r, err := build.OpenTar(os.Stdin)
-		if err != nil {
-			return nil, nil, fmt.Errorf("standard input: %w", err)
-		}
-		return r, func() error { return nil }, nil
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	if fi.IsDir() {
-		pr, pw := io.Pipe()
-		done := make(chan error, 1)
-		go func() {
-			err := build.TarDir(path, pw)
-			pw.CloseWithError(err)
-			done <- err
-		}()
-		return pr, func() error { return <-done }, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	r, err := build.OpenTar(f)
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{r, closers{r, f}}, func() error { return nil }, nil
-}
-
-type closers []io.Closer
-
-func (c closers) Close() error {
-	var err error
-	for _, x := range c {
-		if e := x.Close(); err == nil {
-			err = e
-		}
-	}
-	return err
 }
 
 type importCmd struct {
