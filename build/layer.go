@@ -62,8 +62,7 @@ type Layer struct {
 	froot    *fusefs.Root
 	srv      *fusefs.Server
 	fuseDir  string
-	loop     string
-	backing  string // the loop device's backing file, as sysfs shows it
+	loop     *loopdev.Device
 	mounted  bool
 	unmapped bool // filesystem, loop and FUSE are down
 }
@@ -136,17 +135,17 @@ func NewLayer(o Options) (_ *Layer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("build: loop device on %s: %w", file, err)
 	}
-	l.loop, l.backing = dev.Path, dev.BackingFile
+	l.loop = dev
 	if first {
-		out, err := exec.Command("mkfs.ext4", append(append([]string{}, mkfsArgs...), l.loop)...).CombinedOutput()
+		out, err := exec.Command("mkfs.ext4", append(append([]string{}, mkfsArgs...), dev.Path)...).CombinedOutput()
 		if err != nil {
-			return nil, fmt.Errorf("build: mkfs.ext4 %s: %w: %s", l.loop, err, strings.TrimSpace(string(out)))
+			return nil, fmt.Errorf("build: mkfs.ext4 %s: %w: %s", dev.Path, err, strings.TrimSpace(string(out)))
 		}
 	}
 	// noinit_itable: a fresh layer reads as zeros already, and the lazy
 	// inode-table zeroing thread would only add writes, at no fixed time.
-	if err := unix.Mount(l.loop, l.fsDir, "ext4", 0, "noinit_itable"); err != nil {
-		return nil, fmt.Errorf("build: mount ext4 from %s (base %s): %w", l.loop, baseName(o.Base), err)
+	if err := unix.Mount(dev.Path, l.fsDir, "ext4", 0, "noinit_itable"); err != nil {
+		return nil, fmt.Errorf("build: mount ext4 from %s (base %s): %w", dev.Path, baseName(o.Base), err)
 	}
 	l.mounted = true
 	return l, nil
@@ -202,19 +201,15 @@ func (l *Layer) unmap(force bool) error {
 		}
 		l.mounted = false
 	}
-	if l.loop != "" {
-		// Another process detaching a stale device name of its own can turn
-		// ours into autoclear, which frees it at the unmount above; the
-		// number may even serve someone else by now. Detach only a device
-		// still backed by our file.
-		if d, err := loopdev.Info(l.loop); err == nil && d.BackingFile == l.backing {
-			if _, err := loopdev.Detach(l.loop); err != nil && !errors.Is(err, loopdev.ErrNotLoop) {
-				errs = append(errs, fmt.Errorf("build: detach %s: %w", l.loop, err))
-			}
-		} else if err != nil && !errors.Is(err, loopdev.ErrNotLoop) {
-			errs = append(errs, fmt.Errorf("build: loop device %s: %w", l.loop, err))
+	if l.loop != nil {
+		// Device.Detach leaves the number alone unless it still serves our
+		// FUSE file: someone else's stale detach may have freed it (it
+		// was mounted, so it turned autoclear) and another process may
+		// own it by now.
+		if _, err := l.loop.Detach(); err != nil && !errors.Is(err, loopdev.ErrNotLoop) {
+			errs = append(errs, fmt.Errorf("build: detach %s: %w", l.loop.Path, err))
 		}
-		l.loop = ""
+		l.loop = nil
 	}
 	if l.srv != nil {
 		// The loop driver drops its reference to the FUSE file shortly

@@ -23,8 +23,24 @@ func getFree() (int, error) {
 	return n, nil
 }
 
+// fileID names a backing file the way the loop driver records it.
+type fileID struct{ dev, ino uint64 }
+
+func statID(st *unix.Stat_t) fileID { return fileID{dev: st.Dev, ino: st.Ino} }
+
+// backingID is the backing file of the bound device loopFd; ENXIO when
+// the device is unbound (or being unbound).
+func backingID(loopFd int) (fileID, error) {
+	info, err := unix.IoctlLoopGetStatus64(loopFd)
+	if err != nil {
+		return fileID{}, fmt.Errorf("LOOP_GET_STATUS64: %w", err)
+	}
+	return fileID{dev: info.Device, ino: info.Inode}, nil
+}
+
 type config struct {
 	backing   int
+	id        fileID
 	name      string
 	readOnly  bool
 	directIO  bool

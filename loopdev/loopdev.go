@@ -46,6 +46,10 @@ type Device struct {
 	Autoclear   bool   `json:"autoclear"`
 	BlockSize   int    `json:"block_size"`
 	Size        int64  `json:"size"`
+
+	// id is the backing file as Attach opened it; Device.Detach checks
+	// that the number still serves it.
+	id fileID
 }
 
 // ErrNotLoop is returned for a path that is not a bound loop device.
@@ -68,13 +72,15 @@ func Attach(file string, o Options) (*Device, error) {
 		return nil, err
 	}
 	defer backing.Close()
-	if st, err := backing.Stat(); err != nil {
-		return nil, err
-	} else if !st.Mode().IsRegular() && st.Mode()&os.ModeDevice == 0 {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(backing.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("loopdev: stat %s: %w", abs, err)
+	}
+	if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFBLK {
 		return nil, fmt.Errorf("loopdev: %s: not a regular file or block device", abs)
 	}
 	c := config{
-		backing: int(backing.Fd()), name: abs, readOnly: ro,
+		backing: int(backing.Fd()), id: statID(&st), name: abs, readOnly: ro,
 		directIO: o.DirectIO, autoclear: o.Autoclear, blockSize: uint32(o.BlockSize),
 	}
 	// Another process may take the free device between GET_FREE and the
@@ -140,31 +146,88 @@ func bind(n int, c config) (*Device, error) {
 		d = &Device{Path: path, Number: n, BackingFile: c.name, ReadOnly: c.readOnly,
 			DirectIO: c.directIO, Autoclear: c.autoclear, BlockSize: int(max(c.blockSize, 512))}
 	}
+	d.id = c.id
 	return d, nil
 }
 
-// Detach unbinds dev (/dev/loopN or loopN). When others still have the
-// device open, the kernel defers the unbind to their last close and
-// Detach reports deferred = true.
+// Detach unbinds dev (/dev/loopN or loopN), whatever it serves. When
+// others still have the device open, the kernel defers the unbind to their
+// last close and Detach reports deferred = true.
+//
+// A device number is reused as soon as it is free: detaching a name kept
+// from earlier may unbind (or, when mounted, turn to autoclear) a device
+// that another process attached since. Code that attached the device itself
+// uses Device.Detach; a caller that knows the backing file uses
+// DetachBacking.
 func Detach(dev string) (deferred bool, err error) {
 	n, err := number(dev)
 	if err != nil {
 		return false, err
 	}
+	return detach(n, nil)
+}
+
+// Detach unbinds d only while its number still serves the file Attach bound
+// to it (same device and inode). A device detached already, or freed and
+// attached again by someone else, is left alone and the error is
+// ErrNotLoop. Detaching twice is therefore safe.
+func (d *Device) Detach() (deferred bool, err error) {
+	if d.id == (fileID{}) {
+		return false, fmt.Errorf("loopdev: detach %s: not a device returned by Attach", d.Path)
+	}
+	return detach(d.Number, &d.id)
+}
+
+// DetachBacking unbinds dev only while it is bound to file (same device
+// and inode); otherwise the error is ErrNotLoop and nothing changes.
+func DetachBacking(dev, file string) (deferred bool, err error) {
+	n, err := number(dev)
+	if err != nil {
+		return false, err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(file, &st); err != nil {
+		return false, fmt.Errorf("loopdev: detach %s: backing file: %w", dev, &os.PathError{Op: "stat", Path: file, Err: err})
+	}
+	id := statID(&st)
+	return detach(n, &id)
+}
+
+// detach clears /dev/loopN, when want is set only if it serves want. The
+// check and the clear go through one open fd: while it is open nobody can
+// unbind the device (a LOOP_CLR_FD by another only marks it autoclear), so
+// the number cannot change hands between the two.
+func detach(n int, want *fileID) (deferred bool, err error) {
 	path := "/dev/loop" + strconv.Itoa(n)
 	lf, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false, fmt.Errorf("loopdev: detach: %w", err)
 	}
-	err = clearFd(int(lf.Fd()))
-	lf.Close()
+	defer lf.Close()
+	fd := int(lf.Fd())
+	if want != nil {
+		got, err := backingID(fd)
+		if errors.Is(err, unix.ENXIO) {
+			return false, fmt.Errorf("%w: %s", ErrNotLoop, path)
+		}
+		if err != nil {
+			return false, fmt.Errorf("loopdev: detach %s: %w", path, err)
+		}
+		if got != *want {
+			return false, fmt.Errorf("%w: %s serves another file now (attached again since)", ErrNotLoop, path)
+		}
+	}
+	err = clearFd(fd)
 	if errors.Is(err, unix.ENXIO) {
 		return false, fmt.Errorf("%w: %s", ErrNotLoop, path)
 	}
 	if err != nil {
 		return false, fmt.Errorf("loopdev: detach %s: %w", path, err)
 	}
-	_, err = info(n)
+	// With only our fd open the device is now running down (the unbind
+	// completes at our close) and no longer reports a status; with other
+	// openers it stays bound, marked autoclear, until their last close.
+	_, err = backingID(fd)
 	return err == nil, nil
 }
 

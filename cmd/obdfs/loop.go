@@ -52,11 +52,16 @@ func (c *loopAttachCmd) Run() error {
 }
 
 type loopDetachCmd struct {
-	Device string `arg:"" name:"DEV"`
+	Backing string `name:"backing" placeholder:"FILE" help:"Detach only while DEV is still bound to FILE (same inode): a device name kept from earlier may serve someone else by now."`
+	Device  string `arg:"" name:"DEV"`
 }
 
 func (c *loopDetachCmd) Run() error {
-	deferred, err := loopdev.Detach(c.Device)
+	detach := loopdev.Detach
+	if c.Backing != "" {
+		detach = func(dev string) (bool, error) { return loopdev.DetachBacking(dev, c.Backing) }
+	}
+	deferred, err := detach(c.Device)
 	if err != nil {
 		return err
 	}

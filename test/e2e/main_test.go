@@ -205,14 +205,18 @@ func fileSHA(t *testing.T, p string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// loopAttach attaches through the CLI and detaches in Cleanup.
+// loopAttach attaches through the CLI (the file is the last argument) and
+// detaches in Cleanup if the device still serves that file: tests detach
+// their devices themselves, and by Cleanup time the number may belong to a
+// test of another package.
 func loopAttach(t *testing.T, args ...string) string {
 	t.Helper()
 	dev := strings.TrimSpace(mustObdfs(t, append([]string{"loop", "attach"}, args...)...))
 	if !strings.HasPrefix(dev, "/dev/loop") {
 		t.Fatalf("loop attach printed %q", dev)
 	}
-	t.Cleanup(func() { obdfs(t, "loop", "detach", dev) })
+	file := args[len(args)-1]
+	t.Cleanup(func() { obdfs(t, "loop", "detach", "--backing", file, dev) })
 	return dev
 }
 

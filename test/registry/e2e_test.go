@@ -169,7 +169,7 @@ func TestMountDockerExt4(t *testing.T) {
 			t.Fatalf("%s: loop attach: %v", what, err)
 		}
 		loop := strings.TrimSpace(string(out))
-		defer obdfs(t, nil, "loop", "detach", loop)
+		defer obdfs(t, nil, "loop", "detach", "--backing", mnt+"/img", loop)
 		if out, err := exec.Command("mount", "-o", "ro", "-t", "ext4", loop, fsdir).CombinedOutput(); err != nil {
 			t.Fatalf("%s: mount ext4: %v\n%s", what, err, out)
 		}
