@@ -401,6 +401,13 @@ func TestMirrorFleet(t *testing.T) {
 		start := time.Now()
 		for i := 0; i < nodes; i++ {
 			o := testOptions(t) // own cache dir and keychain, so own client
+			// Options.Timeout also bounds how long a node waits for the cold
+			// mirror to finish filling the blob before it reads from the
+			// origin instead; on a loaded machine the fill of 32 MiB
+			// through docker-registry can outlast testOptions' 5 s, and
+			// every node then reads it all from the origin ("the mirror
+			// saved nothing", as with a 300 ms timeout here).
+			o.Timeout = time.Minute
 			o.HostsDir = hostsDir
 			wg.Go(func() {
 				b, err := OpenBlob(context.Background(), "http://"+counted+"/v2/fleet/blob/blobs", dig.String(), int64(size), o)
