@@ -128,11 +128,11 @@ type cacheFile struct {
 	dirty       bool
 	lastPersist time.Time
 
-	persistMu  sync.Mutex     // serialises map rewrites
-	verifyMu   sync.Mutex     // serialises digest checks
-	checkMu    sync.Mutex     // serialises chunk sum checks
+	persistMu sync.Mutex // serialises map rewrites
+	verifyMu  sync.Mutex // serialises digest checks
+	checkMu   sync.Mutex // serialises chunk sum checks
 	// damaged counts cached chunks dropped for a wrong sum.
-	damaged atomic.Int64
+	damaged    atomic.Int64
 	verifyWG   sync.WaitGroup // background digest checks and map saves
 	closed     bool
 	persisting atomic.Bool

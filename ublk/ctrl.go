@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/obdfs/obdfs/ublk/internal/uapi"
 	"github.com/obdfs/obdfs/internal/uring"
+	"github.com/obdfs/obdfs/ublk/internal/uapi"
 )
 
 // ControlPath is the ublk control device.

@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/obdfs/obdfs/ublk/internal/uapi"
 	"github.com/obdfs/obdfs/internal/uring"
+	"github.com/obdfs/obdfs/ublk/internal/uapi"
 )
 
 // Host-side tests of the control-path decisions against fake kernels that

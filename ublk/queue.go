@@ -12,8 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/obdfs/obdfs/disk"
-	"github.com/obdfs/obdfs/ublk/internal/uapi"
 	"github.com/obdfs/obdfs/internal/uring"
+	"github.com/obdfs/obdfs/ublk/internal/uapi"
 )
 
 // user_data of the eventfd read on a queue ring; tags use the low 16 bits.
