@@ -14,17 +14,14 @@ import (
 
 	"github.com/obdfs/obdfs/image"
 	"github.com/obdfs/obdfs/internal/leakcheck"
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/internal/treetest"
 	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/zfile"
 )
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: chown, mknod, trusted.* xattrs, FUSE, loop devices and ext4 mounts")
-	}
-}
+// rootUse is what the root-only tests here do with root.
+const rootUse = "chown, mknod, trusted.* xattrs, FUSE, loop devices and ext4 mounts"
 
 // applyAll extracts the layer tars into a fresh directory on the host's
 // filesystem.
@@ -40,7 +37,7 @@ func applyAll(t *testing.T, layers [][]byte) string {
 }
 
 func TestApplySemantics(t *testing.T) {
-	needRoot(t)
+	needs.Root(t, rootUse)
 	dir := applyAll(t, treetest.Layers())
 	snap, err := treetest.Snapshot(dir)
 	if err != nil {
@@ -104,7 +101,7 @@ func TestApplySemantics(t *testing.T) {
 }
 
 func TestApplyRefusesEscapes(t *testing.T) {
-	needRoot(t)
+	needs.Root(t, rootUse)
 	for name, tarball := range treetest.Escapes() {
 		t.Run(name, func(t *testing.T) {
 			top := t.TempDir()
@@ -174,7 +171,7 @@ func checkNothingOutside(t *testing.T, top, root string, n int) {
 // loop, ext4, commit), then mounts the committed stack and compares it with
 // the same tars applied to a plain directory.
 func TestLayerRoundTrip(t *testing.T) {
-	needRoot(t)
+	needs.Root(t, rootUse)
 	leaks := leakcheck.Take()
 	defer leaks.Check(t)
 	layers := treetest.Layers()
@@ -237,7 +234,7 @@ func TestLayerRoundTrip(t *testing.T) {
 // TestApplyXattrsOnSpecialFiles: user.* xattrs the kernel refuses on
 // symlinks and devices are skipped, others are set.
 func TestApplyXattrsOnSpecialFiles(t *testing.T) {
-	needRoot(t)
+	needs.Root(t, rootUse)
 	dir := t.TempDir()
 	x := map[string]string{"SCHILY.xattr.user.x": "u", "SCHILY.xattr.trusted.y": "t"}
 	tarball := treetest.Tar([]treetest.TarEntry{
@@ -261,10 +258,8 @@ func TestApplyXattrsOnSpecialFiles(t *testing.T) {
 // TestApplyGNUSparse: tars GNU tar writes for sparse files (old GNU and PAX
 // 1.0 sparse headers) are extracted with the same content, sparse.
 func TestApplyGNUSparse(t *testing.T) {
-	needRoot(t)
-	if _, err := exec.LookPath("tar"); err != nil {
-		t.Fatal("tar missing")
-	}
+	needs.Root(t, rootUse)
+	needs.Commands(t, "tar")
 	src := t.TempDir()
 	f, err := os.Create(filepath.Join(src, "sparse"))
 	if err != nil {
@@ -308,7 +303,7 @@ func TestApplyGNUSparse(t *testing.T) {
 // TestApplyBadTars: truncated or corrupt input fails with the entry count
 // and the cause, never a partial success.
 func TestApplyBadTars(t *testing.T) {
-	needRoot(t)
+	needs.Root(t, rootUse)
 	l := treetest.Layers()[0]
 	for name, b := range map[string][]byte{
 		"truncated-header":  l[:700],

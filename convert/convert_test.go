@@ -26,31 +26,19 @@ import (
 	"github.com/obdfs/obdfs/build"
 	"github.com/obdfs/obdfs/image"
 	"github.com/obdfs/obdfs/internal/leakcheck"
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/internal/treetest"
 	"github.com/obdfs/obdfs/remote"
 	"github.com/obdfs/obdfs/zfile"
 )
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: FUSE, loop devices, ext4 mounts, mknod, chown")
-	}
-}
-
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s missing: run make deps", tool)
-		}
-	}
-}
+// rootUse is what the root-only tests here do with root.
+const rootUse = "FUSE, loop devices, ext4 mounts, mknod, chown"
 
 // busyboxTar is a real OS tree: busybox-static and its applet links.
 func busyboxTar(t *testing.T) []byte {
 	t.Helper()
-	need(t, "busybox")
+	needs.Commands(t, "busybox")
 	dir := t.TempDir()
 	for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
@@ -141,7 +129,7 @@ func writeLayout(t *testing.T, dir, tag string, s Source) {
 // umociTree unpacks oci:dir:tag with umoci and snapshots its rootfs.
 func umociTree(t *testing.T, dir, tag string) map[string]treetest.Entry {
 	t.Helper()
-	need(t, "umoci")
+	needs.Commands(t, "umoci")
 	bundle := filepath.Join(t.TempDir(), "bundle")
 	if out, err := exec.Command("umoci", "unpack", "--image", dir+":"+tag, bundle).CombinedOutput(); err != nil {
 		t.Fatalf("umoci unpack: %v: %s", err, out)
@@ -220,7 +208,7 @@ func convertSpec(t *testing.T, c *Converter, src, dst string) Source {
 // layers covering every entry type and whiteout case) and compares the
 // mounted result entry by entry with umoci's unpack of the source.
 func TestConvertMatchesUmoci(t *testing.T) {
-	needRoot(t)
+	needs.Root(t, rootUse)
 	leaks := leakcheck.Take()
 	defer leaks.Check(t)
 	tmp := t.TempDir()
@@ -304,7 +292,7 @@ func checkImage(t *testing.T, src, img v1.Image, layerMT types.MediaType) {
 // TestConvertDockerArchiveAndIndex converts a `docker save` archive and a
 // two-platform index, all platforms and one.
 func TestConvertDockerArchiveAndIndex(t *testing.T) {
-	needRoot(t)
+	needs.Root(t, rootUse)
 	tmp := t.TempDir()
 	tars := treetest.Layers()
 	src := sourceImage(t, tars, true, "amd64")
@@ -381,7 +369,7 @@ func TestConvertDockerArchiveAndIndex(t *testing.T) {
 // TestConvertRefusesEscapes: a source layer with an escaping entry fails
 // the conversion, nothing is cached, nothing written outside.
 func TestConvertRefusesEscapes(t *testing.T) {
-	needRoot(t)
+	needs.Root(t, rootUse)
 	for name, tarball := range treetest.Escapes() {
 		t.Run(name, func(t *testing.T) {
 			cache := t.TempDir()
@@ -401,7 +389,7 @@ func TestConvertRefusesEscapes(t *testing.T) {
 // TestConvertChecksDiffIDs: a layer whose content does not match the diff
 // id the config names fails the conversion and is not cached.
 func TestConvertChecksDiffIDs(t *testing.T) {
-	needRoot(t)
+	needs.Root(t, rootUse)
 	img := sourceImage(t, treetest.Layers()[:2], false, "amd64")
 	cf, err := img.ConfigFile()
 	if err != nil {
@@ -426,7 +414,7 @@ func TestConvertChecksDiffIDs(t *testing.T) {
 // root, where the container sees them, exactly as umoci puts them; nothing
 // appears at the host path.
 func TestConvertSymlinkedParentsLikeUmoci(t *testing.T) {
-	needRoot(t)
+	needs.Root(t, rootUse)
 	tmp := t.TempDir()
 	outside := filepath.Join(tmp, "host-side")
 	tars := [][]byte{treetest.Layers()[0], treetest.EscapeBySymlink(outside)}
@@ -448,7 +436,7 @@ func TestConvertSymlinkedParentsLikeUmoci(t *testing.T) {
 // TestConvertCacheBound: beyond CacheMax the least recently used layers go,
 // never those of the image just converted.
 func TestConvertCacheBound(t *testing.T) {
-	needRoot(t)
+	needs.Root(t, rootUse)
 	cache := t.TempDir()
 	layers := treetest.Layers()
 	conv := func(tars [][]byte) {

@@ -9,16 +9,10 @@ import (
 	"testing"
 
 	"github.com/obdfs/obdfs/image"
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/layerfile"
 	"github.com/obdfs/obdfs/lsmt"
 )
-
-func needQemuImg(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Fatal("qemu-img missing: run make deps (qemu-utils)")
-	}
-}
 
 func run(t *testing.T, name string, args ...string) {
 	t.Helper()
@@ -89,7 +83,7 @@ func dataBytes(t *testing.T, path string) (data, zeroed int64) {
 }
 
 func TestImportQcow2AndDelta(t *testing.T) {
-	needQemuImg(t)
+	needs.Commands(t, "qemu-img")
 	dir := t.TempDir()
 	raw := filepath.Join(dir, "base.raw")
 	run(t, "qemu-img", "create", "-f", "raw", raw, "64M")
@@ -151,7 +145,7 @@ func TestImportQcow2AndDelta(t *testing.T) {
 }
 
 func TestImportRefusesBadInput(t *testing.T) {
-	needQemuImg(t)
+	needs.Commands(t, "qemu-img")
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty.raw")
 	os.WriteFile(empty, nil, 0o644)
@@ -171,7 +165,7 @@ func TestImportRefusesBadInput(t *testing.T) {
 // TestImportFormats: vmdk and vhdx (and qcow2 with zstd clusters) read
 // back as qemu-img converts them to raw.
 func TestImportFormats(t *testing.T) {
-	needQemuImg(t)
+	needs.Commands(t, "qemu-img")
 	dir := t.TempDir()
 	raw := filepath.Join(dir, "disk.raw")
 	run(t, "qemu-img", "create", "-f", "raw", raw, "32M")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/obdfs/obdfs/internal/fusetest"
 	"io"
 	"log/slog"
 	"os"
@@ -18,22 +17,13 @@ import (
 
 	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/fusefs"
+	"github.com/obdfs/obdfs/internal/fusetest"
 	"github.com/obdfs/obdfs/internal/leakcheck"
-
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
 func TestMain(m *testing.M) { os.Exit(fusetest.Main(m)) }
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts FUSE")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("needs /dev/fuse")
-	}
-}
 
 // locked serialises a disk.Mem: the race detector cannot see the ordering
 // the kernel gives between a FUSE write and a later read of the disk in the
@@ -91,7 +81,7 @@ type mnt struct {
 // if something still holds a file).
 func mount(t *testing.T, disks map[string]disk.Disk) *mnt {
 	t.Helper()
-	needRoot(t)
+	needs.FUSE(t)
 	m := &mnt{dir: t.TempDir(), log: &logBuf{}}
 	m.root = fusefs.NewRoot(slog.New(slog.NewTextHandler(m.log, nil)))
 	for name, d := range disks {
@@ -115,7 +105,7 @@ func mount(t *testing.T, disks map[string]disk.Disk) *mnt {
 // FUSE over io_uring (the classic run, where enable_uring is off); auto
 // falls back to /dev/fuse.
 func TestURingNotOffered(t *testing.T) {
-	needRoot(t)
+	needs.FUSE(t)
 	if ok, _ := fusefs.URingOffered(); ok {
 		t.Skip("the kernel offers FUSE over io_uring now (enable_uring=Y): the io_uring run covers this")
 	}
@@ -425,7 +415,7 @@ func (c *closeCounter) Close() error {
 }
 
 func TestNoLeaksAfterUnmount(t *testing.T) {
-	needRoot(t)
+	needs.FUSE(t)
 	// Warm up once so lazily started runtime goroutines and pools exist.
 	for i := range 2 {
 		before := leakcheck.Take()

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/loopdev"
 )
 
@@ -23,7 +24,7 @@ const churnEnv = "OBDFS_LOOPDEV_CHURN"
 // while the others churn. A detach that went by number alone would unbind
 // (or mark autoclear) whichever device took the number since.
 func TestConcurrentChurn(t *testing.T) {
-	needLoop(t)
+	needs.Loop(t)
 	if os.Getenv(churnEnv) != "" {
 		if err := churn(t, 3, 15); err != nil {
 			t.Fatal(err)

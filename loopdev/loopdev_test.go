@@ -9,20 +9,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/loopdev"
 
 	"github.com/obdfs/obdfs/internal/testlayer"
 )
-
-func needLoop(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: attaches loop devices")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skip("needs /dev/loop-control")
-	}
-}
 
 func tempImage(t *testing.T, size int, mode os.FileMode) (string, []byte) {
 	t.Helper()
@@ -47,7 +38,7 @@ func attach(t *testing.T, file string, o loopdev.Options) *loopdev.Device {
 }
 
 func TestAttach(t *testing.T) {
-	needLoop(t)
+	needs.Loop(t)
 	for _, legacy := range []bool{false, true} {
 		t.Run(map[bool]string{false: "configure", true: "legacy"}[legacy], func(t *testing.T) {
 			defer loopdev.SetForceLegacy(legacy)()
@@ -113,7 +104,7 @@ func testAttach(t *testing.T) {
 }
 
 func TestAutoMode(t *testing.T) {
-	needLoop(t)
+	needs.Loop(t)
 	file, _ := tempImage(t, 1<<20, 0o444)
 	// Root ignores mode bits; a read-only bind mount makes the file
 	// really unwritable (EROFS), as a read-only FUSE stack file is.
@@ -135,7 +126,7 @@ func TestAutoMode(t *testing.T) {
 }
 
 func TestListDetach(t *testing.T) {
-	needLoop(t)
+	needs.Loop(t)
 	file, _ := tempImage(t, 1<<20, 0o644)
 	d := attach(t, file, loopdev.Options{Mode: loopdev.ReadOnly})
 	list, err := loopdev.List()
@@ -175,7 +166,7 @@ func TestListDetach(t *testing.T) {
 }
 
 func TestAutoclear(t *testing.T) {
-	needLoop(t)
+	needs.Loop(t)
 	file, _ := tempImage(t, 1<<20, 0o644)
 	d := attach(t, file, loopdev.Options{Mode: loopdev.ReadOnly, Autoclear: true})
 	// Attach's own fd was the last opener: the device is already gone
@@ -186,7 +177,7 @@ func TestAutoclear(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	needLoop(t)
+	needs.Loop(t)
 	if _, err := loopdev.Attach(filepath.Join(t.TempDir(), "missing"), loopdev.Options{}); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
 	}

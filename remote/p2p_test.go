@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/test/registry"
 )
 
@@ -52,9 +53,10 @@ func TestNoProxy(t *testing.T) {
 // address and log file.
 func startTinyproxy(t *testing.T) (string, string) {
 	t.Helper()
+	needs.Commands(t, "tinyproxy")
 	bin, err := exec.LookPath("tinyproxy")
 	if err != nil {
-		t.Skip("needs tinyproxy (test/install-deps.sh installs it)")
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

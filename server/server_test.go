@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/obdfs/obdfs/fusefs"
-	"github.com/obdfs/obdfs/internal/fusetest"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,18 +16,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/fusefs"
+	"github.com/obdfs/obdfs/internal/fusetest"
 	"github.com/obdfs/obdfs/internal/leakcheck"
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/server"
 )
 
 func TestMain(m *testing.M) { os.Exit(fusetest.Main(m)) }
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts FUSE")
-	}
-}
 
 // lockedMem is a disk.Mem safe for concurrent use (Mem has no lock).
 type lockedMem struct {
@@ -83,7 +77,7 @@ func start(t *testing.T, stacks ...server.Stack) *server.Server {
 
 func startWith(t *testing.T, open server.Opener, stacks ...server.Stack) *server.Server {
 	t.Helper()
-	needRoot(t)
+	needs.FUSE(t)
 	dir := t.TempDir()
 	mp := filepath.Join(dir, "mnt")
 	os.Mkdir(mp, 0o755)
@@ -266,7 +260,7 @@ func TestExternalUnmount(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
-	needRoot(t)
+	needs.FUSE(t)
 	dir := t.TempDir()
 	mp := filepath.Join(dir, "mnt")
 	os.Mkdir(mp, 0o755)
@@ -288,7 +282,7 @@ func TestStartErrors(t *testing.T) {
 }
 
 func TestNoLeaks(t *testing.T) {
-	needRoot(t)
+	needs.FUSE(t)
 	for i := range 2 { // the first round warms up lazily started runtime parts
 		before := leakcheck.Take()
 		s := start(t, server.Stack{Name: "a", Spec: "mem:1048576"})

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/ublk/internal/uapi"
 
 	"github.com/obdfs/obdfs/internal/testlayer"
@@ -27,12 +28,8 @@ import (
 
 func needUblk(t *testing.T) {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("needs root: ublk control commands need CAP_SYS_ADMIN")
-	}
-	if _, err := os.Stat(ControlPath); err != nil {
-		t.Skipf("needs ublk: %s missing (run make test-vm for the real-kernel tests)", ControlPath)
-	}
+	needs.Root(t, "ublk control commands need CAP_SYS_ADMIN")
+	needs.Device(t, ControlPath, "ublk (make test-vm runs these tests on real kernels)")
 }
 
 // alignedBuf is page-aligned memory for O_DIRECT.

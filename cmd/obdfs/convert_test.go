@@ -18,16 +18,10 @@ import (
 
 	"github.com/obdfs/obdfs/build"
 	"github.com/obdfs/obdfs/image"
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/internal/treetest"
 	"github.com/obdfs/obdfs/remote"
 )
-
-func needRootCLI(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: FUSE, loop devices, ext4 mounts")
-	}
-}
 
 // viewTree snapshots a stack through the build engine (FUSE, loop, ext4).
 func viewTree(t *testing.T, spec string) map[string]treetest.Entry {
@@ -52,7 +46,7 @@ func viewTree(t *testing.T, spec string) map[string]treetest.Entry {
 // TestBuildAndConvertCLI: obdfs build from tars and from a directory, and
 // obdfs convert of a docker save archive, read back the same tree.
 func TestBuildAndConvertCLI(t *testing.T) {
-	needRootCLI(t)
+	needs.Root(t, "FUSE, loop devices, ext4 mounts")
 	dir := t.TempDir()
 	layers := treetest.Layers()
 	var files []string
@@ -149,7 +143,7 @@ func TestBuildAndConvertCLI(t *testing.T) {
 
 // TestBuildNeedsRoot: without root, build and convert say so.
 func TestBuildNeedsRoot(t *testing.T) {
-	needRootCLI(t) // to drop to nobody
+	needs.Root(t, "FUSE, loop devices, ext4 mounts") // to drop to nobody
 	dir, err := os.MkdirTemp("", "obdfs-noroot")
 	if err != nil {
 		t.Fatal(err)

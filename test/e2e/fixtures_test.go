@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/server"
 
 	"github.com/obdfs/obdfs/internal/testlayer"
@@ -57,7 +58,7 @@ func TestFixtures(t *testing.T) {
 	})
 
 	t.Run("qemu", func(t *testing.T) {
-		needCmd(t, "qemu-img", "qemu-io")
+		needs.Commands(t, "qemu-img", "qemu-io")
 		p := filepath.Join(mp, "stack")
 		var info struct {
 			Format      string `json:"format"`

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/obdfs/obdfs/internal/needs"
 )
 
 // TestNonRegularLayers: a FIFO (or a directory, or a device) named as a
@@ -176,7 +178,7 @@ func readAs(uid, gid uint32, path string) error {
 func TestAccess(t *testing.T) {
 	needRoot(t)
 	needFixtures(t)
-	needCmd(t, "dd")
+	needs.Commands(t, "dd")
 	// Other users must reach the mountpoint: no 0700 test directories.
 	base, err := os.MkdirTemp("", "obdfs-access-")
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/obdfs/obdfs/internal/fusetest"
 	"io"
 	"os"
 	"os/exec"
@@ -21,9 +20,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/obdfs/obdfs/internal/fixture"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/obdfs/obdfs/internal/fixture"
+	"github.com/obdfs/obdfs/internal/fusetest"
+	"github.com/obdfs/obdfs/internal/needs"
 )
 
 var (
@@ -61,20 +62,9 @@ func TestMain(m *testing.M) {
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: FUSE mounts, loop devices, ext4")
-	}
+	needs.Root(t, "FUSE mounts, loop devices, ext4")
 	if buildErr != nil {
 		t.Fatal(buildErr)
-	}
-}
-
-func needCmd(t *testing.T, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			t.Skipf("needs %s (test/install-deps.sh installs it)", n)
-		}
 	}
 }
 

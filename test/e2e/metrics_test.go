@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/obdfs/obdfs/internal/needs"
 )
 
 func freePort(t *testing.T) int {
@@ -137,7 +139,7 @@ func waitQuery(t *testing.T, addr, q string, ok func(float64) bool) float64 {
 func TestPrometheus(t *testing.T) {
 	needRoot(t)
 	needFixtures(t)
-	needCmd(t, "prometheus")
+	needs.Commands(t, "prometheus")
 	maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	base := filepath.Join(fixtures, "b/base.lz4.zfile")
 	mp := mount(t, "--metrics", maddr, "s="+base+","+filepath.Join(fixtures, "d/l2.lsmt"))

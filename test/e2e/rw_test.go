@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
@@ -70,7 +71,7 @@ func sameTree(t *testing.T, what string, got, want map[string]string) {
 // the daemon, commits, and checks the read-only stack shows the same tree.
 func TestExt4Layers(t *testing.T) {
 	needRoot(t)
-	needCmd(t, "mkfs.ext4", "mount", "dd", "blockdev")
+	needs.Commands(t, "mkfs.ext4", "mount", "dd", "blockdev")
 	w := t.TempDir()
 	p := func(n string) string { return filepath.Join(w, n) }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/obdfs/obdfs/build"
 	"github.com/obdfs/obdfs/image"
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/internal/treetest"
 	"github.com/obdfs/obdfs/remote"
 )
@@ -28,9 +28,7 @@ import (
 // lazily from the registry and mounted (FUSE, loop, ext4), holds the tree
 // its source layers make.
 func TestConvertRegistryToRegistry(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: FUSE, loop devices, ext4 mounts")
-	}
+	needs.Root(t, "FUSE, loop devices, ext4 mounts")
 	srv := Start(t, false)
 	layers := treetest.Layers()
 	img := func(tars [][]byte, arch string) v1.Image {

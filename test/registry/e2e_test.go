@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/obdfs/obdfs/internal/fixture"
+	"github.com/obdfs/obdfs/internal/needs"
 )
 
 var obdfsBin string
@@ -114,17 +115,9 @@ func TestPushPullCLI(t *testing.T) {
 // daemon is restarted with the registry stopped and the files read again from
 // the cache.
 func TestMountDockerExt4(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root: FUSE mount, loop device and ext4 mount")
-	}
-	for _, tool := range []string{"mkfs.ext4", "mount", "umount"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s", tool)
-		}
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("needs /dev/fuse")
-	}
+	needs.Root(t, "FUSE mount, loop device and ext4 mount")
+	needs.Device(t, "/dev/fuse", "FUSE")
+	needs.Commands(t, "mkfs.ext4", "mount", "umount")
 	help, _ := obdfs(t, nil, "mount", "--help")
 	if !strings.Contains(help, "--cache-dir") {
 		t.Skip("obdfs mount has no --cache-dir yet: docker:// stacks are not wired into image.Open/mount (see remote/doc.go)")
