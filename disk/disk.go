@@ -10,6 +10,7 @@ package disk
 import (
 	"errors"
 	"io"
+	"sync"
 )
 
 // ErrReadOnly is returned by WriteAt and Discard on a read-only disk.
@@ -37,8 +38,11 @@ type Disk interface {
 	Discard(off, length int64) error
 }
 
-// Mem is a Disk held in memory, for tests of the front ends.
+// Mem is a Disk held in memory, for tests of the front ends. Like every
+// Disk it may be read and written concurrently (front ends serve several
+// requests at once).
 type Mem struct {
+	mu       sync.RWMutex
 	buf      []byte
 	readOnly bool
 }
@@ -52,6 +56,8 @@ func (m *Mem) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errors.New("disk: negative offset")
 	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	if off >= int64(len(m.buf)) {
 		return 0, io.EOF
 	}
@@ -69,6 +75,8 @@ func (m *Mem) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > int64(len(m.buf)) {
 		return 0, errors.New("disk: write past end")
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return copy(m.buf[off:], p), nil
 }
 
@@ -79,6 +87,8 @@ func (m *Mem) Discard(off, length int64) error {
 	if off < 0 || off+length > int64(len(m.buf)) {
 		return errors.New("disk: discard past end")
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	clear(m.buf[off : off+length])
 	return nil
 }

@@ -25,34 +25,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(fusetest.Main(m)) }
 
-// locked serialises a disk.Mem: the race detector cannot see the ordering
-// the kernel gives between a FUSE write and a later read of the disk in the
-// test, and Mem itself has no lock.
-type locked struct {
-	mu sync.RWMutex
-	*disk.Mem
-}
-
-func newMem(b []byte, ro bool) *locked { return &locked{Mem: disk.NewMem(b, ro)} }
-
-func (l *locked) ReadAt(p []byte, off int64) (int, error) {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return l.Mem.ReadAt(p, off)
-}
-
-func (l *locked) WriteAt(p []byte, off int64) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.Mem.WriteAt(p, off)
-}
-
-func (l *locked) Discard(off, n int64) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.Mem.Discard(off, n)
-}
-
 type logBuf struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -146,7 +118,7 @@ func (m *mnt) unmount(t *testing.T) {
 
 func TestReadWholeFile(t *testing.T) {
 	content := testlayer.Random(1, 8<<20+1234) // not a multiple of the page size
-	m := mount(t, map[string]disk.Disk{"ro": newMem(content, true), "rw": newMem(content, false)})
+	m := mount(t, map[string]disk.Disk{"ro": disk.NewMem(content, true), "rw": disk.NewMem(content, false)})
 	for _, tc := range []struct {
 		name string
 		mode os.FileMode
@@ -194,7 +166,7 @@ func alignedBuf(n int) []byte {
 }
 
 func TestReadOnlyRefusesWrites(t *testing.T) {
-	m := mount(t, map[string]disk.Disk{"ro": newMem(make([]byte, 1<<20), true)})
+	m := mount(t, map[string]disk.Disk{"ro": disk.NewMem(make([]byte, 1<<20), true)})
 	p := filepath.Join(m.dir, "ro")
 	if _, err := os.OpenFile(p, os.O_RDWR, 0); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("open O_RDWR: %v, want EROFS", err)
@@ -209,7 +181,7 @@ func TestReadOnlyRefusesWrites(t *testing.T) {
 
 func TestWritable(t *testing.T) {
 	const size = 4 << 20
-	d := newMem(testlayer.Random(2, size), false)
+	d := disk.NewMem(testlayer.Random(2, size), false)
 	m := mount(t, map[string]disk.Disk{"rw": d})
 	p := filepath.Join(m.dir, "rw")
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
@@ -268,7 +240,7 @@ func TestWritable(t *testing.T) {
 
 func TestParallelReadsAndWrites(t *testing.T) {
 	const size = 16 << 20
-	m := mount(t, map[string]disk.Disk{"rw": newMem(make([]byte, size), false)})
+	m := mount(t, map[string]disk.Disk{"rw": disk.NewMem(make([]byte, size), false)})
 	p := filepath.Join(m.dir, "rw")
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -310,7 +282,7 @@ func TestParallelReadsAndWrites(t *testing.T) {
 
 // faulty fails reads that touch [badOff, badOff+badLen), as a corrupted block would.
 type faulty struct {
-	*locked
+	*disk.Mem
 	badOff, badLen int64
 }
 
@@ -318,12 +290,12 @@ func (f *faulty) ReadAt(p []byte, off int64) (int, error) {
 	if off < f.badOff+f.badLen && off+int64(len(p)) > f.badOff {
 		return 0, fmt.Errorf("layer l2.lsmt: block at offset %d: checksum mismatch", f.badOff)
 	}
-	return f.locked.ReadAt(p, off)
+	return f.Mem.ReadAt(p, off)
 }
 
 func TestCorruptRangeIsEIO(t *testing.T) {
 	content := testlayer.Random(4, 4<<20)
-	m := mount(t, map[string]disk.Disk{"bad": &faulty{locked: newMem(content, true), badOff: 2 << 20, badLen: 4096}})
+	m := mount(t, map[string]disk.Disk{"bad": &faulty{Mem: disk.NewMem(content, true), badOff: 2 << 20, badLen: 4096}})
 	f, err := os.OpenFile(filepath.Join(m.dir, "bad"), os.O_RDONLY|syscall.O_DIRECT, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -348,14 +320,14 @@ func TestAddRemoveAtRuntime(t *testing.T) {
 		t.Fatalf("stat before add: %v", err)
 	}
 	content := testlayer.Random(5, 1<<20)
-	if _, err := m.root.Add("late", newMem(content, true)); err != nil {
+	if _, err := m.root.Add("late", disk.NewMem(content, true)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.root.Add("late", newMem(content, true)); !errors.Is(err, fusefs.ErrExists) {
+	if _, err := m.root.Add("late", disk.NewMem(content, true)); !errors.Is(err, fusefs.ErrExists) {
 		t.Errorf("second add: %v, want ErrExists", err)
 	}
 	for _, bad := range []string{"", "a/b", "..", "."} {
-		if _, err := m.root.Add(bad, newMem(nil, true)); !errors.Is(err, fusefs.ErrName) {
+		if _, err := m.root.Add(bad, disk.NewMem(nil, true)); !errors.Is(err, fusefs.ErrName) {
 			t.Errorf("add %q: %v, want ErrName", bad, err)
 		}
 	}
@@ -386,7 +358,7 @@ func TestAddRemoveAtRuntime(t *testing.T) {
 	}
 	// Remove then add under the same name serves the new content.
 	content2 := testlayer.Random(6, 1<<20)
-	if _, err := m.root.Add("late", newMem(content2, true)); err != nil {
+	if _, err := m.root.Add("late", disk.NewMem(content2, true)); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, content2) {
@@ -396,7 +368,7 @@ func TestAddRemoveAtRuntime(t *testing.T) {
 
 // closeCounter records Flush and Close, to check shutdown order.
 type closeCounter struct {
-	*locked
+	*disk.Mem
 	mu     sync.Mutex
 	events []string
 }
@@ -419,8 +391,8 @@ func TestNoLeaksAfterUnmount(t *testing.T) {
 	// Warm up once so lazily started runtime goroutines and pools exist.
 	for i := range 2 {
 		before := leakcheck.Take()
-		cc := &closeCounter{locked: newMem(testlayer.Random(7, 2<<20), false)}
-		m := mount(t, map[string]disk.Disk{"a": newMem(testlayer.Random(7, 2<<20), true), "b": cc})
+		cc := &closeCounter{Mem: disk.NewMem(testlayer.Random(7, 2<<20), false)}
+		m := mount(t, map[string]disk.Disk{"a": disk.NewMem(testlayer.Random(7, 2<<20), true), "b": cc})
 		if _, err := os.ReadFile(filepath.Join(m.dir, "a")); err != nil {
 			t.Fatal(err)
 		}
@@ -445,7 +417,7 @@ func TestNoLeaksAfterUnmount(t *testing.T) {
 
 func TestReadAtEOF(t *testing.T) {
 	content := testlayer.Random(8, 10000)
-	m := mount(t, map[string]disk.Disk{"small": newMem(content, true)})
+	m := mount(t, map[string]disk.Disk{"small": disk.NewMem(content, true)})
 	f, err := os.Open(filepath.Join(m.dir, "small"))
 	if err != nil {
 		t.Fatal(err)

@@ -25,26 +25,13 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(fusetest.Main(m)) }
 
-// lockedMem is a disk.Mem safe for concurrent use (Mem has no lock).
-type lockedMem struct {
-	mu sync.RWMutex
+// namedMem is a disk.Mem that reports a layer, as the real disks do.
+type namedMem struct {
 	*disk.Mem
 	name string
 }
 
-func (l *lockedMem) ReadAt(p []byte, off int64) (int, error) {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return l.Mem.ReadAt(p, off)
-}
-
-func (l *lockedMem) WriteAt(p []byte, off int64) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.Mem.WriteAt(p, off)
-}
-
-func (l *lockedMem) Layers() []disk.LayerInfo {
+func (l *namedMem) Layers() []disk.LayerInfo {
 	return []disk.LayerInfo{{Name: l.name, Identity: "mem:" + l.name, Kind: "mem", ReadOnly: l.ReadOnly()}}
 }
 
@@ -67,7 +54,7 @@ func memOpener(spec string) (disk.Disk, error) {
 		return nil, fmt.Errorf("bad spec %q: %w", spec, err)
 	}
 	rw := len(parts) > 2 && parts[2] == "rw"
-	return &lockedMem{Mem: disk.NewMem(pattern(spec, n), !rw), name: spec}, nil
+	return &namedMem{Mem: disk.NewMem(pattern(spec, n), !rw), name: spec}, nil
 }
 
 func start(t *testing.T, stacks ...server.Stack) *server.Server {
