@@ -24,7 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/obdfs/obdfs/build"
-	"github.com/obdfs/obdfs/image"
+	"github.com/obdfs/obdfs/internal/imagetree"
 	"github.com/obdfs/obdfs/internal/leakcheck"
 	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/internal/treetest"
@@ -145,26 +145,7 @@ func umociTree(t *testing.T, dir, tag string) map[string]treetest.Entry {
 // snapshots it.
 func obdfsTree(t *testing.T, spec string) map[string]treetest.Entry {
 	t.Helper()
-	return obdfsTreeOf(t, spec, "linux/amd64")
-}
-
-func obdfsTreeOf(t *testing.T, spec, platform string) map[string]treetest.Entry {
-	t.Helper()
-	st, err := image.Open(spec, image.Options{Remote: remote.Options{CacheDir: t.TempDir(), Platform: platform}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	view, err := build.NewLayer(build.Options{Base: st, WorkDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer view.Close()
-	snap, err := treetest.Snapshot(view.Root(), "lost+found")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return snap
+	return imagetree.Snapshot(t, spec, remote.Options{Platform: "linux/amd64"})
 }
 
 func compareTrees(t *testing.T, want, got map[string]treetest.Entry) {
@@ -349,7 +330,7 @@ func TestConvertDockerArchiveAndIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compareTrees(t, wantArm, obdfsTreeOf(t, "oci:"+filepath.Join(tmp, "out")+":multi", "linux/arm64"))
+	compareTrees(t, wantArm, imagetree.Snapshot(t, "oci:"+filepath.Join(tmp, "out")+":multi", remote.Options{Platform: "linux/arm64"}))
 
 	one, err := New(Options{VirtualSize: 1 << 30, WorkDir: tmp, Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}})
 	if err != nil {

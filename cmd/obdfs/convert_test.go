@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/obdfs/obdfs/build"
-	"github.com/obdfs/obdfs/image"
+	"github.com/obdfs/obdfs/internal/imagetree"
 	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/internal/treetest"
 	"github.com/obdfs/obdfs/remote"
@@ -26,21 +26,7 @@ import (
 // viewTree snapshots a stack through the build engine (FUSE, loop, ext4).
 func viewTree(t *testing.T, spec string) map[string]treetest.Entry {
 	t.Helper()
-	st, err := image.Open(spec, image.Options{Remote: remote.Options{CacheDir: t.TempDir()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	v, err := build.NewLayer(build.Options{Base: st, WorkDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	snap, err := treetest.Snapshot(v.Root(), "lost+found")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return snap
+	return imagetree.Snapshot(t, spec, remote.Options{})
 }
 
 // TestBuildAndConvertCLI: obdfs build from tars and from a directory, and

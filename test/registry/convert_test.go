@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/obdfs/obdfs/build"
-	"github.com/obdfs/obdfs/image"
+	"github.com/obdfs/obdfs/internal/imagetree"
 	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/internal/treetest"
 	"github.com/obdfs/obdfs/remote"
@@ -79,22 +79,8 @@ func TestConvertRegistryToRegistry(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := image.Open(srv.Ref("obd/app:v1"), image.Options{Remote: remote.Options{
-			Insecure: true, Platform: "linux/" + arch, CacheDir: filepath.Join(t.TempDir(), "cache")}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := build.NewLayer(build.Options{Base: st, WorkDir: t.TempDir()})
-		if err != nil {
-			st.Close()
-			t.Fatal(err)
-		}
-		got, err := treetest.Snapshot(v.Root(), "lost+found")
-		v.Close()
-		st.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := imagetree.Snapshot(t, srv.Ref("obd/app:v1"), remote.Options{
+			Insecure: true, Platform: "linux/" + arch, CacheDir: filepath.Join(t.TempDir(), "cache")})
 		for _, d := range treetest.Diff(wantSnap, got, 20) {
 			t.Errorf("%s: %s", arch, d)
 		}
