@@ -50,7 +50,16 @@ func TestFixtures(t *testing.T) {
 			if got := fileSHA(t, dev); got != shaStack {
 				t.Errorf("%s (direct-io=%s): sha256 %s, want %s", dev, dio, got, shaStack)
 			}
-			mustObdfs(t, "loop", "detach", dev)
+			// --backing refuses a device bound to another file and leaves
+			// it attached.
+			if _, err := obdfs(t, "loop", "detach", "--backing", filepath.Join(mp, "lz4"), dev); err == nil || !strings.Contains(err.Error(), "serves another file") {
+				t.Errorf("loop detach --backing with another file: %v", err)
+			}
+			mustObdfs(t, "loop", "detach", "--backing", filepath.Join(mp, "stack"), dev)
+			// Stale now (the number may serve another package's test).
+			if _, err := obdfs(t, "loop", "detach", "--backing", filepath.Join(mp, "stack"), dev); err == nil || !strings.Contains(err.Error(), "not an attached loop device") {
+				t.Errorf("second loop detach --backing: %v", err)
+			}
 		}
 		if _, err := obdfs(t, "loop", "attach", "--rw", filepath.Join(mp, "stack")); err == nil || !strings.Contains(err.Error(), "read-only") {
 			t.Errorf("loop attach --rw on a read-only stack: %v", err)
