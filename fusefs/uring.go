@@ -29,6 +29,13 @@ import (
 // entry registered. FORGET and INTERRUPT still come through /dev/fuse, where
 // go-fuse's loop keeps serving them. Layouts: include/uapi/linux/fuse.h
 // (fuse_uring_req_header, fuse_uring_cmd_req).
+//
+// A queue serves its requests one after the other on its own thread (as
+// libfuse does): no goroutine or wake-up per request, which is what makes
+// small reads fast, but a slow request (a registry fetch of a lazy layer, an
+// fsync) holds up the requests queued behind it on that CPU, where /dev/fuse
+// would run them in parallel. Handing slow requests to goroutines needs a
+// wake-up of the ring thread (an eventfd read on the ring); not done yet.
 
 const (
 	uringCmdRegister       = 1
