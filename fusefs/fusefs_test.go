@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -427,5 +429,80 @@ func TestReadAtEOF(t *testing.T) {
 	n, err := f.ReadAt(buf, 8000)
 	if n != 2000 || err != io.EOF || !bytes.Equal(buf[:n], content[8000:]) {
 		t.Errorf("read across end: n=%d err=%v", n, err)
+	}
+}
+
+// stalling blocks reads at stallOff until release is closed.
+type stalling struct {
+	*disk.Mem
+	stallOff int64
+	stalled  chan struct{} // closed when a read reached the stall
+	release  chan struct{}
+	once     sync.Once
+}
+
+func (s *stalling) ReadAt(p []byte, off int64) (int, error) {
+	if off == s.stallOff {
+		s.once.Do(func() { close(s.stalled) })
+		<-s.release
+	}
+	return s.Mem.ReadAt(p, off)
+}
+
+// A read the disk holds up does not hold up other reads from the same CPU
+// (over io_uring each CPU's queue has several rings; over /dev/fuse every
+// request has its own goroutine).
+func TestSlowReadDoesNotBlockOthers(t *testing.T) {
+	content := testlayer.Random(5, 1<<20)
+	d := &stalling{Mem: disk.NewMem(content, true), stallOff: 512 << 10, stalled: make(chan struct{}), release: make(chan struct{})}
+	m := mount(t, map[string]disk.Disk{"d": d})
+	f, err := os.OpenFile(filepath.Join(m.dir, "d"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Both readers on CPU 0: the kernel puts their requests on one queue.
+	// The goroutine stays locked, so Go ends the thread with it and the
+	// mask goes with the thread.
+	onCPU0 := func() {
+		runtime.LockOSThread()
+		var set unix.CPUSet
+		set.Set(0)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			t.Error(err)
+		}
+	}
+	slow := make(chan error, 1)
+	go func() {
+		onCPU0()
+		_, err := f.ReadAt(alignedBuf(4096), d.stallOff)
+		slow <- err
+	}()
+	select {
+	case <-d.stalled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the slow read never reached the disk")
+	}
+	fast := make(chan error, 1)
+	go func() {
+		onCPU0()
+		buf := alignedBuf(4096)
+		n, err := f.ReadAt(buf, 0)
+		if err == nil && !bytes.Equal(buf[:n], content[:4096]) {
+			err = errors.New("wrong bytes")
+		}
+		fast <- err
+	}()
+	select {
+	case err := <-fast:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("a read waited for another one the disk held up")
+	}
+	close(d.release)
+	if err := <-slow; err != nil {
+		t.Error(err)
 	}
 }

@@ -242,7 +242,7 @@ func mountURing(dir string, root *Root, opts *fs.Options, o MountOptions) (*Serv
 	if err := pollHack(dir); err != nil {
 		return fail(err)
 	}
-	root.log.Info("serving FUSE requests through io_uring", "mountpoint", dir, "queues", len(rs.queues), "depth", uringQueueDepth)
+	root.log.Info("serving FUSE requests through io_uring", "mountpoint", dir, "rings", len(rs.queues), "per CPU", uringThreads, "depth", uringRingDepth)
 	return srv, nil
 }
 

@@ -30,12 +30,12 @@ import (
 // go-fuse's loop keeps serving them. Layouts: include/uapi/linux/fuse.h
 // (fuse_uring_req_header, fuse_uring_cmd_req).
 //
-// A queue serves its requests one after the other on its own thread (as
+// A ring serves its requests one after the other on its own thread (as
 // libfuse does): no goroutine or wake-up per request, which is what makes
-// small reads fast, but a slow request (a registry fetch of a lazy layer, an
-// fsync) holds up the requests queued behind it on that CPU, where /dev/fuse
-// would run them in parallel. Handing slow requests to goroutines needs a
-// wake-up of the ring thread (an eventfd read on the ring); not done yet.
+// small reads fast. Each CPU's queue is served by uringThreads rings, so a
+// slow request (a registry fetch of a lazy layer, an fsync) holds up only
+// its own ring; more than uringThreads slow requests from one CPU wait for
+// each other, where /dev/fuse would run them all in parallel.
 
 const (
 	uringCmdRegister       = 1
@@ -53,8 +53,14 @@ const (
 	inHeaderSize = 40 // fuse_in_header
 	outHeaderLen = 16 // fuse_out_header
 
-	// entries per queue: requests one queue can hold at once
-	uringQueueDepth = 16
+	// Each kernel queue (one per CPU) is served by uringThreads rings, each
+	// on its own thread with uringRingDepth entries: the kernel hands a
+	// request to any free entry of the queue, whichever ring registered
+	// it, so up to uringThreads requests of one CPU are served at once.
+	// One entry per ring: an entry of a ring whose thread is busy with a
+	// slow request would otherwise take the next request and hold it.
+	uringThreads   = 8
+	uringRingDepth = 1
 
 	enableURingParam = "/sys/module/fuse/parameters/enable_uring"
 )
@@ -182,15 +188,17 @@ func startRing(fd int, rawFS fuse.RawFileSystem, maxPayload int, log *slog.Logge
 		return nil, err
 	}
 	s := &ringServer{fd: fd, fs: rawFS, maxPayload: maxPayload, log: log}
-	started := make(chan error, n)
+	started := make(chan error, n*uringThreads)
 	for qid := range n {
-		q := &ringQueue{s: s, qid: qid, depth: uringQueueDepth}
-		s.queues = append(s.queues, q)
-		s.wg.Add(1)
-		go q.run(started)
+		for range uringThreads {
+			q := &ringQueue{s: s, qid: qid, depth: uringRingDepth}
+			s.queues = append(s.queues, q)
+			s.wg.Add(1)
+			go q.run(started)
+		}
 	}
 	var errs []error
-	for range n {
+	for range n * uringThreads {
 		if err := <-started; err != nil {
 			errs = append(errs, err)
 		}
