@@ -31,11 +31,12 @@ vet:
 # The test command of the README: vet, every package with -race (root-only
 # tests skip with a message when not root), the FUSE suites again over FUSE
 # over io_uring (internal/fusetest; as root it enables the fuse module's
-# enable_uring for the run and restores it), then a short run of every fuzz
-# target.
+# enable_uring for the run and restores it), zfile's allocation test (which
+# -race skips), then a short run of every fuzz target.
 test: deps vet
 	$(GO) test -race -count=1 -timeout 30m ./...
 	OBDFS_TEST_FUSE_URING=on $(GO) test -race -count=1 -timeout 30m ./fusefs ./server ./test/e2e
+	$(GO) test -count=1 -run Allocs ./zfile
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 test-short: vet
