@@ -235,7 +235,7 @@ func realBaseLayer(t testing.TB) []byte {
 	t.Helper()
 	f, err := os.Open(fixture.Path(t, "real/ext4_64.tar.gz"))
 	if err != nil {
-		t.Skipf("real fixture: %v", err)
+		t.Fatalf("real fixture: %v", err)
 	}
 	defer f.Close()
 	gz, err := gzip.NewReader(f)

@@ -118,10 +118,6 @@ func TestMountDockerExt4(t *testing.T) {
 	needs.Root(t, "FUSE mount, loop device and ext4 mount")
 	needs.Device(t, "/dev/fuse", "FUSE")
 	needs.Commands(t, "mkfs.ext4", "mount", "umount")
-	help, _ := obdfs(t, nil, "mount", "--help")
-	if !strings.Contains(help, "--cache-dir") {
-		t.Skip("obdfs mount has no --cache-dir yet: docker:// stacks are not wired into image.Open/mount (see remote/doc.go)")
-	}
 	srv := Start(t, true)
 	env := []string{"DOCKER_CONFIG=" + srv.DockerConfig(t)}
 	w := t.TempDir()
@@ -261,9 +257,7 @@ func TestOverlaybdConfigCLI(t *testing.T) {
 // sum taken when it was fetched and is fetched again, so the disk reads the
 // same as before the damage.
 func TestMountDamagedCache(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root: FUSE mount")
-	}
+	needs.FUSE(t)
 	fixture.Oracle(t, "d/l1.lsmt")
 	srv := Start(t, true)
 	env := []string{"DOCKER_CONFIG=" + srv.DockerConfig(t)}

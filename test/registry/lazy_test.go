@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/obdfs/obdfs/internal/fixture"
+	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/internal/testlayer"
 	"github.com/obdfs/obdfs/remote"
 	"github.com/obdfs/obdfs/server"
@@ -112,12 +113,7 @@ func TestReadaheadThroughProxy(t *testing.T) {
 // and `obdfs stats --json` shows every layer downloaded, verified and
 // counted (GETs, bytes).
 func TestMountBackgroundCLI(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root: FUSE mount")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("needs /dev/fuse")
-	}
+	needs.FUSE(t)
 	fixture.Oracle(t, "d/l1.lsmt")
 	srv := Start(t, false)
 	p := shaped(t, srv, netshape.Config{Rate: 100e6, Shared: true}.WithRTT(20*time.Millisecond))

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/obdfs/obdfs/internal/needs"
 )
 
 // Binary is the server executable (Debian package docker-registry).
@@ -55,9 +57,7 @@ func (s *Server) AccessLog() string {
 
 func start(t testing.TB, auth bool, extra string) *Server {
 	t.Helper()
-	if _, err := os.Stat(Binary); err != nil {
-		t.Skipf("needs %s (Debian package docker-registry; test/install-deps.sh installs it)", Binary)
-	}
+	needs.Commands(t, Binary)
 	dir := t.TempDir()
 	s := &Server{t: t, dir: dir, config: filepath.Join(dir, "config.yml")}
 	port, err := freePort()
@@ -67,9 +67,10 @@ func start(t testing.TB, auth bool, extra string) *Server {
 	s.Host = fmt.Sprintf("127.0.0.1:%d", port)
 	authCfg := ""
 	if auth {
+		needs.Commands(t, "htpasswd")
 		hp, err := exec.LookPath("htpasswd")
 		if err != nil {
-			t.Skip("needs htpasswd (Debian package apache2-utils) for the basic-auth registry")
+			t.Fatal(err)
 		}
 		s.User, s.Password = "obdfs", "s3cret-pw"
 		out, err := exec.Command(hp, "-Bbn", s.User, s.Password).Output()
