@@ -198,7 +198,13 @@ serve() { # ROW RTT MBPS: serve the image as $FILE from a cold cache
 }
 unserve() { # ROW
   case $1 in
-    qsd-http) kill -TERM "$QPID"; wait "$QPID" 2>/dev/null || true; drop PIDS "$QPID"; umount "$Q/q" 2>/dev/null || true; drop MNTS "$Q/q"; rm -f "$Q/q" ;;
+    qsd-http)
+      # It may not stop on SIGTERM with a request stuck on the network.
+      kill -TERM "$QPID" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$QPID" 2>/dev/null || true
+      wait "$QPID" 2>/dev/null || true; drop PIDS "$QPID"
+      umount "$Q/q" 2>/dev/null || true; drop MNTS "$Q/q"; rm -f "$Q/q" ;;
     *) "$OBDFS" umount "$M" >/dev/null; drop MNTS "$M" ;;
   esac
 }
@@ -232,7 +238,7 @@ run() { # ROW WORKLOAD RTT MBPS: sets RESULT to "SECONDS|timeout MB GETS"
     GETS=$("$OBDFS" stats --json "$M" | jq '[.stacks[].layers[].Fetch.Fetches // 0] | add')
   fi
   if mountpoint -q "$FS"; then umount "$FS"; fi
-  for l in $(losetup -j "$FILE" -O NAME -n 2>/dev/null); do losetup -d "$l"; done
+  for l in $(timeout 10 losetup -j "$FILE" -O NAME -n 2>/dev/null); do losetup -d "$l"; done
   unserve "$row"
   mb=$(proxy_stop)
   if [ $ok = 1 ]; then RESULT="$(awk "BEGIN{print $t1 - $t0}") $mb $GETS"; else RESULT="timeout $mb $GETS"; fi
