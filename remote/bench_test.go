@@ -8,11 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-
 	"github.com/obdfs/obdfs/internal/testlayer"
 	"github.com/obdfs/obdfs/test/netshape"
 )
@@ -24,13 +19,8 @@ var rtts = []time.Duration{0, 20 * time.Millisecond, 100 * time.Millisecond}
 func benchBlob(b *testing.B, size int, rtt time.Duration) (string, string, *fault) {
 	host, f := inproc(b)
 	data := testlayer.Random(1, size)
-	l := static.NewLayer(data, types.OCIUncompressedLayer)
-	repo, _ := name.NewRepository(host + "/bench/blob")
-	if err := ggcrremote.WriteLayer(repo, l); err != nil {
-		b.Fatal(err)
-	}
-	d, _ := l.Digest()
-	return "http://" + shapedHost(b, host, rtt) + "/v2/bench/blob/blobs", d.String(), f
+	d := putBlob(b, host, "bench/blob", data)
+	return "http://" + shapedHost(b, host, rtt) + "/v2/bench/blob/blobs", d, f
 }
 
 // shapedHost puts the shaping proxy with rtt in front of host (every

@@ -138,14 +138,7 @@ func TestCachePersistence(t *testing.T) {
 	o := testOptions(t)
 	ref := "docker://" + host + "/p/img:v1"
 	mustPush(t, ref, zf, o)
-	open := func() *Blob {
-		t.Helper()
-		bs, err := Resolve(context.Background(), ref, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return bs[0]
-	}
+	open := func() *Blob { return resolveFirst(t, ref, o) }
 	b := open()
 	p := make([]byte, 1000)
 	if _, err := b.ReadAt(p, 300_000); err != nil {

@@ -20,7 +20,11 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/obdfs/obdfs/internal/testlayer"
 	"github.com/obdfs/obdfs/layerfile"
@@ -233,6 +237,35 @@ func mustPush(t testing.TB, ref string, files []string, o Options) string {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 	return d
+}
+
+// putBlob writes data as an uncompressed layer blob to host/repo and returns
+// its digest.
+func putBlob(t testing.TB, host, repo string, data []byte) string {
+	t.Helper()
+	l := static.NewLayer(data, types.OCIUncompressedLayer)
+	r, err := name.NewRepository(host + "/" + repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ggcrremote.WriteLayer(r, l); err != nil {
+		t.Fatal(err)
+	}
+	d, err := l.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// resolveFirst resolves ref and returns its first (bottom) layer blob.
+func resolveFirst(t testing.TB, ref string, o Options) *Blob {
+	t.Helper()
+	bs, err := Resolve(context.Background(), ref, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bs[0]
 }
 
 func closeBlobs(t testing.TB, bs []*Blob) {

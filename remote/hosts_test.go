@@ -29,11 +29,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-
 	"github.com/obdfs/obdfs/internal/testlayer"
 	"github.com/obdfs/obdfs/test/registry"
 )
@@ -387,12 +382,7 @@ func TestMirrorFleet(t *testing.T) {
 	counted, cp := startCounting(t, origin.Host)
 	mirror := registry.StartMirror(t, counted)
 	data := testlayer.Random(3, size)
-	l := static.NewLayer(data, types.OCIUncompressedLayer)
-	repo, _ := name.NewRepository(origin.Host + "/fleet/blob")
-	if err := ggcrremote.WriteLayer(repo, l); err != nil {
-		t.Fatal(err)
-	}
-	dig, _ := l.Digest()
+	dig := putBlob(t, origin.Host, "fleet/blob", data)
 	hostsDir := writeHosts(t, counted, fmt.Sprintf(`[host."http://%s"]
   capabilities = ["pull", "resolve"]
 `, mirror.Host))
@@ -410,7 +400,7 @@ func TestMirrorFleet(t *testing.T) {
 			o.Timeout = time.Minute
 			o.HostsDir = hostsDir
 			wg.Go(func() {
-				b, err := OpenBlob(context.Background(), "http://"+counted+"/v2/fleet/blob/blobs", dig.String(), int64(size), o)
+				b, err := OpenBlob(context.Background(), "http://"+counted+"/v2/fleet/blob/blobs", dig, int64(size), o)
 				if err != nil {
 					t.Error(err)
 					return

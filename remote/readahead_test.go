@@ -7,10 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/obdfs/obdfs/internal/testlayer"
 )
 
@@ -20,13 +16,8 @@ func randomBlob(t testing.TB, size int) (string, string, []byte, *fault) {
 	t.Helper()
 	host, f := inproc(t)
 	data := testlayer.Random(uint64(size), size)
-	l := static.NewLayer(data, types.OCIUncompressedLayer)
-	repo, _ := name.NewRepository(host + "/ra/blob")
-	if err := ggcrremote.WriteLayer(repo, l); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := l.Digest()
-	return "http://" + host + "/v2/ra/blob/blobs", d.String(), data, f
+	d := putBlob(t, host, "ra/blob", data)
+	return "http://" + host + "/v2/ra/blob/blobs", d, data, f
 }
 
 func TestReadahead(t *testing.T) {

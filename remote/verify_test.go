@@ -22,14 +22,7 @@ func TestCachedBlobChecks(t *testing.T) {
 	o := testOptions(t)
 	ref := "docker://" + host + "/v/raw:v1"
 	mustPush(t, ref, []string{raw}, o)
-	open := func() *Blob {
-		t.Helper()
-		bs, err := Resolve(context.Background(), ref, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return bs[0]
-	}
+	open := func() *Blob { return resolveFirst(t, ref, o) }
 	b := open()
 	want, err := readAll(b)
 	if err != nil {
