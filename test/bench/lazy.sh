@@ -60,26 +60,14 @@ D=$W/data R=$W/run
 NETSHAPE=$W/netshape
 go build -o "$NETSHAPE" ./test/netshape/cmd/netshape
 
-PIDS=() MNTS=() LOOPS=() FSMNTS=()
+. test/bench/harness.sh
 cleanup() {
   set +e
-  local m l p
-  for m in "${FSMNTS[@]}"; do mountpoint -q "$m" && umount "$m"; done
-  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
-  for m in "${MNTS[@]}"; do
-    if findmnt -n "$m" >/dev/null 2>&1; then
-      "$OBDFS" umount "$m" >/dev/null 2>&1 || umount "$m" 2>/dev/null || umount -l "$m"
-    fi
-  done
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  undo_all
   rm -rf "$R"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
-now() { date +%s.%N; }
-drop() { local -n a=$1; local i; for i in "${!a[@]}"; do [ "${a[$i]}" = "$2" ] && unset 'a[i]'; done; a=("${a[@]}"); }
 
 # ------------------------------------------------------------------ image ---
 if [ ! -s "$D/go.layer" ]; then
@@ -115,7 +103,6 @@ BLOB_MB=$(( $(stat -c %s "$D/go.layer") / 1000000 ))
 QCOW_MB=$(( $(stat -c %s "$D/go.qcow2") / 1000000 ))
 
 # --------------------------------------------------------------- registry ---
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REG=127.0.0.1:$(port)
 cat > "$R/registry.yml" <<EOF
 version: 0.1

@@ -70,31 +70,15 @@ case " $TARGETS " in
 esac
 
 # Everything started is recorded here so that the trap can undo it.
-PIDS=() MNTS=() LOOPS=() FSMNTS=()
+. test/bench/harness.sh
 cleanup() {
   set +e
   [ -n "$URING_OLD" ] && echo "$URING_OLD" > "$URING_PARAM"
-  local m l p
-  for m in "${FSMNTS[@]}"; do mountpoint -q "$m" && umount "$m"; done
-  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
-  for m in "${MNTS[@]}"; do
-    if findmnt -n "$m" >/dev/null 2>&1; then
-      "$OBDFS" umount "$m" >/dev/null 2>&1 || umount "$m" 2>/dev/null || umount -l "$m"
-    fi
-  done
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  undo_all
   if [ "$KEEP" != 1 ]; then rm -rf "$W"; else rm -rf "$W/run"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
-now() { date +%s.%N; }
-drop() { # drop VALUE from the array named $1
-  local -n a=$1; local i
-  for i in "${!a[@]}"; do [ "${a[$i]}" = "$2" ] && unset 'a[i]'; done
-  a=("${a[@]}")
-}
 
 # ---------------------------------------------------------------- dataset ---
 # Files: a deterministic spread over /usr (every k-th file in path order, so
