@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/match"
 	ggcr "github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/obdfs/obdfs/remote"
 )
 
 const refNameAnnotation = "org.opencontainers.image.ref.name"
@@ -137,16 +139,9 @@ func Write(ctx context.Context, spec string, s Source, o RegistryOptions) error 
 		}
 		opts := o.remote(ctx)
 		if o.Progress != nil {
-			ch := make(chan v1.Update, 16)
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				for u := range ch {
-					o.Progress(u.Complete, u.Total)
-				}
-			}()
-			defer func() { <-done }() // ggcr closes ch when the write returns
-			opts = append(opts, ggcr.WithProgress(ch))
+			popt, wait := remote.ProgressOption(o.Progress)
+			defer wait()
+			opts = append(opts, popt)
 		}
 		if s.Index != nil {
 			err = ggcr.WriteIndex(ref, s.Index, opts...)

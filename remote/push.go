@@ -105,16 +105,9 @@ func Push(ctx context.Context, ref string, layers []string, o PushOptions) (stri
 		ggcrremote.WithUserAgent(opt.UserAgent),
 	}
 	if o.Progress != nil {
-		ch := make(chan v1.Update, 16)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for u := range ch {
-				o.Progress(u.Complete, u.Total)
-			}
-		}()
-		defer func() { <-done }() // ggcr closes ch when Write returns
-		ropts = append(ropts, ggcrremote.WithProgress(ch))
+		popt, wait := ProgressOption(o.Progress)
+		defer wait()
+		ropts = append(ropts, popt)
 	}
 	if err := ggcrremote.Write(r, img, ropts...); err != nil {
 		return "", fmt.Errorf("push %s: %w", ref, err)
@@ -124,6 +117,21 @@ func Push(ctx context.Context, ref string, layers []string, o PushOptions) (stri
 		return "", err
 	}
 	return d.String(), nil
+}
+
+// ProgressOption is a go-containerregistry remote option that passes a
+// write's upload progress to fn. Call wait once the write has returned (ggcr
+// closes the update channel then): it returns after the last call of fn.
+func ProgressOption(fn func(complete, total int64)) (opt ggcrremote.Option, wait func()) {
+	ch := make(chan v1.Update, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for u := range ch {
+			fn(u.Complete, u.Total)
+		}
+	}()
+	return ggcrremote.WithProgress(ch), func() { <-done }
 }
 
 // fileLayer is a layer file as a blob: the file itself when it is already

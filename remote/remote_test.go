@@ -352,3 +352,29 @@ func TestBlobReaderAt(t *testing.T) {
 	want := testlayer.TarWrap(raw, 0o644)
 	testlayer.TestReaderAt(t, blobs[0], want, max(0, int64(len(want))-16<<10-100))
 }
+
+// TestPushProgress: Push reports upload progress through PushOptions.Progress,
+// every report is in range, and the last one, made before Push returns,
+// covers the whole upload.
+func TestPushProgress(t *testing.T) {
+	host, _ := inproc(t)
+	o := testOptions(t)
+	var calls int
+	var last [2]int64
+	_, err := Push(context.Background(), "docker://"+host+"/p/progress:v1", fixtures(t, "b/base.lz4.zfile"), PushOptions{
+		Options: o,
+		Progress: func(complete, total int64) {
+			calls++
+			if complete < 0 || total <= 0 || complete > total {
+				t.Errorf("progress %d/%d out of range", complete, total)
+			}
+			last = [2]int64{complete, total}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls == 0 || last[0] != last[1] {
+		t.Fatalf("%d progress calls, last %d/%d: want at least one, ending complete", calls, last[0], last[1])
+	}
+}
