@@ -21,6 +21,8 @@ type Request struct {
 	Force bool   `json:"force,omitempty"`
 	// Perm changes the owner and mode of an added stack.
 	Perm PermOverride `json:"perm,omitzero"`
+	// Lazy changes how an added stack's registry layers are read.
+	Lazy LazyOptions `json:"lazy,omitzero"`
 }
 
 // Response answers a Request; Error is empty on success.

@@ -17,8 +17,9 @@ import (
 	"github.com/obdfs/obdfs/fusefs"
 )
 
-// Opener opens a STACK spec. The server owns the returned disk.
-type Opener func(spec string) (disk.Disk, error)
+// Opener opens a STACK spec, its registry layers read as lazy says. The
+// server owns the returned disk.
+type Opener func(spec string, lazy LazyOptions) (disk.Disk, error)
 
 // Config configures a daemon.
 type Config struct {
@@ -49,6 +50,19 @@ type Observer interface {
 type Stack struct {
 	Name, Spec string
 	Perm       PermOverride // what differs from Config.Perm
+	Lazy       LazyOptions  // what differs from the daemon's lazy-read settings
+}
+
+// LazyOptions change how one stack's registry layers are read lazily; nil
+// fields keep the settings the daemon was started with. The Opener applies
+// them.
+type LazyOptions struct {
+	Readahead       *int64         `json:"readahead,omitempty"` // largest window in bytes; 0 turns it off
+	Background      *bool          `json:"background,omitempty"`
+	BackgroundDelay *time.Duration `json:"background_delay,omitempty"`
+	BackgroundRate  *int64         `json:"background_rate,omitempty"` // bytes per second; 0: no bound
+	RecordTrace     *string        `json:"record_trace,omitempty"`    // trace file to record into; "": none
+	Trace           *string        `json:"trace,omitempty"`           // trace file to replay; "": none
 }
 
 // PermOverride changes some of a stack's owner and mode; nil fields keep
@@ -109,7 +123,7 @@ func Start(cfg Config, stacks []Stack) (_ *Server, err error) {
 		}
 	}()
 	for _, st := range stacks {
-		if err := s.add(st.Name, st.Spec, st.Perm); err != nil {
+		if err := s.add(st); err != nil {
 			return nil, err
 		}
 	}
@@ -211,11 +225,12 @@ func (s *Server) Wait() error {
 // add opens spec and serves it as name. The control lock is not held while
 // the stack opens (a slow registry or a bad path must not stall stack ls,
 // rm, umount or SIGTERM): the name is reserved in pending meanwhile.
-func (s *Server) add(name, spec string, ov PermOverride) error {
+func (s *Server) add(st Stack) error {
+	name, spec := st.Name, st.Spec
 	if err := fusefs.CheckName(name); err != nil {
 		return err
 	}
-	perm, err := s.perm(ov)
+	perm, err := s.perm(st.Perm)
 	if err != nil {
 		return fmt.Errorf("stack %s: %w", name, err)
 	}
@@ -231,7 +246,7 @@ func (s *Server) add(name, spec string, ov PermOverride) error {
 	s.pending[name] = true
 	s.mu.Unlock()
 
-	d, err := s.cfg.Open(spec)
+	d, err := s.cfg.Open(spec, st.Lazy)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -284,15 +299,16 @@ func (s *Server) perm(ov PermOverride) (fusefs.Perm, error) {
 // Add opens spec and serves it as NAME with the daemon's default owner and
 // mode.
 func (s *Server) Add(name, spec string) error {
-	return s.AddPerm(name, spec, PermOverride{})
+	return s.AddStack(Stack{Name: name, Spec: spec})
 }
 
-// AddPerm opens spec and serves it as NAME, owner and mode changed by ov.
-func (s *Server) AddPerm(name, spec string, ov PermOverride) error {
-	if err := s.add(name, spec, ov); err != nil {
+// AddStack opens st.Spec and serves it as st.Name, with st's owner, mode
+// and lazy-read settings.
+func (s *Server) AddStack(st Stack) error {
+	if err := s.add(st); err != nil {
 		return err
 	}
-	s.log.Info("stack added", "name", name, "spec", spec)
+	s.log.Info("stack added", "name", st.Name, "spec", st.Spec)
 	return nil
 }
 
@@ -408,7 +424,7 @@ func (s *Server) handle(c net.Conn) {
 	switch req.Op {
 	case "ping":
 	case "add":
-		err = s.AddPerm(req.Name, req.Spec, req.Perm)
+		err = s.AddStack(Stack{Name: req.Name, Spec: req.Spec, Perm: req.Perm, Lazy: req.Lazy})
 	case "rm":
 		err = s.Remove(req.Name, req.Force)
 	case "ls", "stats":

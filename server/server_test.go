@@ -44,7 +44,7 @@ func pattern(spec string, n int) []byte {
 }
 
 // memOpener accepts "mem:SIZE[:rw]"; content is a function of the spec.
-func memOpener(spec string) (disk.Disk, error) {
+func memOpener(spec string, _ server.LazyOptions) (disk.Disk, error) {
 	parts := strings.Split(spec, ":")
 	if len(parts) < 2 || parts[0] != "mem" {
 		return nil, fmt.Errorf("bad spec %q", spec)
@@ -93,14 +93,14 @@ func startWith(t *testing.T, open server.Opener, stacks ...server.Stack) *server
 func TestSlowOpenDoesNotHoldControl(t *testing.T) {
 	release, opening := make(chan struct{}), make(chan struct{})
 	var closed sync.WaitGroup
-	open := func(spec string) (disk.Disk, error) {
+	open := func(spec string, lazy server.LazyOptions) (disk.Disk, error) {
 		if spec == "slow" {
 			close(opening)
 			<-release
 			closed.Add(1)
 			return &closeCounter{Disk: disk.NewMem(make([]byte, 4096), true), wg: &closed}, nil
 		}
-		return memOpener(spec)
+		return memOpener(spec, lazy)
 	}
 	s := startWith(t, open, server.Stack{Name: "a", Spec: "mem:4096"}, server.Stack{Name: "b", Spec: "mem:4096"})
 	call := func(req server.Request) error { _, err := server.Call(s.Socket(), req); return err }
@@ -301,4 +301,69 @@ func TestSocketPath(t *testing.T) {
 			t.Errorf("SocketPath(%q) = %q: too long for a socket address", tc.mp, got)
 		}
 	}
+}
+
+// The lazy-read settings of `stack add` reach the opener through the
+// control socket as given: a field set to its zero value (readahead 0,
+// background off) stays set, one left out stays nil, and a stack added
+// without any gets none.
+func TestAddLazyOptions(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]server.LazyOptions{}
+	open := func(spec string, lazy server.LazyOptions) (disk.Disk, error) {
+		mu.Lock()
+		got[spec] = lazy
+		mu.Unlock()
+		return memOpener(spec, lazy)
+	}
+	s := startWith(t, open, server.Stack{Name: "a", Spec: "mem:4096"})
+	zero, off, delay, rate, trace := int64(0), false, 3*time.Second, int64(1<<20), "/tmp/x.trace"
+	for _, tc := range []struct {
+		name, spec string
+		lazy       server.LazyOptions
+	}{
+		{"b", "mem:8192", server.LazyOptions{Readahead: &zero, Background: &off}},
+		{"c", "mem:12288", server.LazyOptions{BackgroundDelay: &delay, BackgroundRate: &rate, RecordTrace: &trace}},
+		{"d", "mem:16384", server.LazyOptions{}},
+	} {
+		if _, err := server.Call(s.Socket(), server.Request{Op: "add", Name: tc.name, Spec: tc.spec, Lazy: tc.lazy}); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		g := got[tc.spec]
+		mu.Unlock()
+		if lazyString(g) != lazyString(tc.lazy) {
+			t.Errorf("%s: opener got %s, want %s", tc.name, lazyString(g), lazyString(tc.lazy))
+		}
+	}
+	if g := got["mem:4096"]; g != (server.LazyOptions{}) {
+		t.Errorf("stack given to Start got lazy options %s", lazyString(g))
+	}
+}
+
+// lazyString shows which fields are set and to what.
+func lazyString(l server.LazyOptions) string {
+	f := func(p any) string {
+		switch v := p.(type) {
+		case *int64:
+			if v != nil {
+				return fmt.Sprint(*v)
+			}
+		case *bool:
+			if v != nil {
+				return fmt.Sprint(*v)
+			}
+		case *time.Duration:
+			if v != nil {
+				return v.String()
+			}
+		case *string:
+			if v != nil {
+				return strconv.Quote(*v)
+			}
+		}
+		return "nil"
+	}
+	return fmt.Sprintf("readahead=%s background=%s delay=%s rate=%s record=%s trace=%s",
+		f(l.Readahead), f(l.Background), f(l.BackgroundDelay), f(l.BackgroundRate), f(l.RecordTrace), f(l.Trace))
 }

@@ -104,8 +104,12 @@ func (c *mountCmd) Run() error {
 		return err
 	}
 	o.Writable = true // a config's upper is served writable, under its lock
-	open := func(spec string) (disk.Disk, error) {
-		s, err := image.Open(spec, o)
+	open := func(spec string, lazy server.LazyOptions) (disk.Disk, error) {
+		so := o // a stack's lazy-read flags change only its own options
+		if err := applyLazy(&so.Remote, lazy); err != nil {
+			return nil, err
+		}
+		s, err := image.Open(spec, so)
 		if err != nil {
 			return nil, err
 		}

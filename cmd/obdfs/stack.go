@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/obdfs/obdfs/fusefs"
 	"github.com/obdfs/obdfs/image"
 	"github.com/obdfs/obdfs/server"
@@ -52,11 +54,12 @@ func call(mountpoint string, req server.Request) (*server.Response, error) {
 
 type stackAddCmd struct {
 	permFlags
+	lazyFlags         // those given change this stack's; the others are the daemon's
 	Mountpoint string `arg:"" name:"MOUNTPOINT" type:"path"`
 	Stack      string `arg:"" name:"NAME=STACK"`
 }
 
-func (c *stackAddCmd) Run() error {
+func (c *stackAddCmd) Run(ctx *kong.Context) error {
 	st, err := parseStacks([]string{c.Stack})
 	if err != nil {
 		return err
@@ -70,7 +73,11 @@ func (c *stackAddCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	_, err = call(c.Mountpoint, server.Request{Op: "add", Name: st[0].Name, Spec: spec, Perm: perm})
+	lazy, err := c.lazyFlags.options(givenFlags(ctx))
+	if err != nil {
+		return err
+	}
+	_, err = call(c.Mountpoint, server.Request{Op: "add", Name: st[0].Name, Spec: spec, Perm: perm, Lazy: lazy})
 	return err
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/internal/fixture"
 	"github.com/obdfs/obdfs/internal/needs"
 	"github.com/obdfs/obdfs/internal/testlayer"
@@ -272,5 +273,82 @@ func TestColdOpenWarmConnections(t *testing.T) {
 	}
 	if n := p.Stats().Conns - conns; n != 0 {
 		t.Errorf("the first GETs of %d layers opened %d new connections", len(blobs), n)
+	}
+}
+
+// TestStackAddLazyFlags: the lazy-read flags of `obdfs stack add` apply to
+// that stack only. The daemon is mounted without background download or a
+// trace; stack b is added with --background and --record-trace. `obdfs
+// stats --json` shows b's background download done (its layer complete and
+// verified) and a's off, and the trace, written when b is removed, names
+// b's layer and not a's.
+func TestStackAddLazyFlags(t *testing.T) {
+	needs.FUSE(t)
+	fixture.Oracle(t, "d/l1.lsmt")
+	srv := Start(t, false)
+	refA, refB := srv.Ref("lazy/raw:v1"), srv.Ref("lazy/z:v1")
+	mustObdfs(t, nil, "push", "--insecure", "--layer", oracle+"/d/l1.lsmt", refA)
+	mustObdfs(t, nil, "push", "-z", "--insecure", "--layer", oracle+"/d/l1.lsmt", refB)
+	mnt, trace := t.TempDir(), filepath.Join(t.TempDir(), "b.trace")
+	mustObdfs(t, nil, "mount", "--insecure", "--cache-dir", t.TempDir(), "--readahead", "0", mnt, "a="+refA)
+	defer obdfs(t, nil, "umount", mnt)
+	mustObdfs(t, nil, "stack", "add", "--background", "--record-trace", trace, mnt, "b="+refB)
+	for _, name := range []string{"a", "b"} {
+		f, err := os.Open(filepath.Join(mnt, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.ReadAt(make([]byte, 4096), 0)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	layer := func(st []server.StackInfo, name string) disk.LayerInfo {
+		for _, s := range st {
+			if s.Name == name && len(s.Layers) == 1 && s.Layers[0].Fetch != nil {
+				return s.Layers[0]
+			}
+		}
+		t.Fatalf("no registry layer of stack %s in %+v", name, st)
+		return disk.LayerInfo{}
+	}
+	var a, b disk.LayerInfo
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var st struct {
+			Stacks []server.StackInfo `json:"stacks"`
+		}
+		out := mustObdfs(t, nil, "stats", "--json", mnt)
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("stats: %v\n%s", err, out)
+		}
+		a, b = layer(st.Stacks, "a"), layer(st.Stacks, "b")
+		if b.Fetch.Background == "done" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("background download of stack b not done after 60 s:\n%s", out)
+		}
+	}
+	if !b.Fetch.Verified || b.Fetch.Cached != b.Fetch.Size {
+		t.Errorf("stack b, added with --background: %+v", *b.Fetch)
+	}
+	if a.Fetch.Background != "" || a.Fetch.BackgroundBytes != 0 {
+		t.Errorf("stack a, mounted without --background: %+v", *a.Fetch)
+	}
+	if _, err := os.Stat(trace); err == nil {
+		t.Fatal("trace written while stack b is open")
+	}
+	mustObdfs(t, nil, "stack", "rm", mnt, "a")
+	mustObdfs(t, nil, "stack", "rm", mnt, "b")
+	tr, err := remote.LoadTrace(trace)
+	if err != nil {
+		t.Fatalf("trace of stack b: %v", err)
+	}
+	if len(tr.Layers) != 1 || len(tr.Layers[b.Identity]) == 0 {
+		t.Errorf("trace of stack b names %d layers, want only b's %s: %v", len(tr.Layers), b.Identity, tr.Layers)
+	}
+	if _, ok := tr.Layers[a.Identity]; ok || a.Identity == b.Identity {
+		t.Errorf("stack a's layer %s is in stack b's trace", a.Identity)
 	}
 }
