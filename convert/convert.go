@@ -340,12 +340,14 @@ func (c *Converter) Image(src v1.Image, platform string) (v1.Image, error) {
 		if err != nil {
 			return nil, err
 		}
+		d, _ := fl.Digest() // a FileLayer's digest and size never fail
+		size, _ := fl.Size()
 		c.stats.Layers++
-		c.stats.OutputBytes += fl.size
-		diffIDs = append(diffIDs, fl.digest)
+		c.stats.OutputBytes += size
+		diffIDs = append(diffIDs, d)
 		adds = append(adds, mutate.Addendum{Layer: fl, MediaType: layerMT, Annotations: map[string]string{
-			remote.AnnotationBlobDigest: fl.digest.String(),
-			remote.AnnotationBlobSize:   strconv.FormatInt(fl.size, 10),
+			remote.AnnotationBlobDigest: d.String(),
+			remote.AnnotationBlobSize:   strconv.FormatInt(size, 10),
 			remote.AnnotationVersion:    remote.Version,
 			remote.AnnotationFsType:     FsType,
 		}})

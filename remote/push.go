@@ -76,7 +76,7 @@ func Push(ctx context.Context, ref string, layers []string, o PushOptions) (stri
 		return "", err
 	}
 	for _, path := range layers {
-		l, err := newFileLayer(path, layerMT)
+		l, err := NewFileLayer(path, layerMT)
 		if err != nil {
 			return "", fmt.Errorf("push %s: %w", ref, err)
 		}
@@ -134,9 +134,11 @@ func ProgressOption(fn func(complete, total int64)) (opt ggcrremote.Option, wait
 	return ggcrremote.WithProgress(ch), func() { <-done }
 }
 
-// fileLayer is a layer file as a blob: the file itself when it is already
+// FileLayer is a layer file as a blob: the file itself when it is already
 // tar-wrapped, else header + file + trailer, streamed (never held in memory).
-type fileLayer struct {
+// It counts as an uncompressed tar: its diff ID is its digest, as ACI's
+// convertor writes it.
+type FileLayer struct {
 	path   string
 	mt     types.MediaType
 	header []byte // nil when the file is already wrapped
@@ -145,14 +147,22 @@ type fileLayer struct {
 	digest v1.Hash
 }
 
-func newFileLayer(path string, mt types.MediaType) (*fileLayer, error) {
+// WrappedFileLayer is the tar-wrapped layer file at path as a blob whose
+// size and digest are known already (they are not checked).
+func WrappedFileLayer(path string, mt types.MediaType, size int64, digest v1.Hash) *FileLayer {
+	return &FileLayer{path: path, mt: mt, size: size, digest: digest}
+}
+
+// NewFileLayer is the layer file at path as a blob of media type mt; it
+// reads the file whole for the digest.
+func NewFileLayer(path string, mt types.MediaType) (*FileLayer, error) {
 	f, err := layerfile.OpenLayerPath(path, layerfile.Options{})
 	if err != nil {
 		return nil, err
 	}
 	wrapped, size := f.Kind.Tar, f.Size
 	f.Close()
-	l := &fileLayer{path: path, mt: mt, size: size}
+	l := &FileLayer{path: path, mt: mt, size: size}
 	if !wrapped {
 		l.header = tarwrap.Header(size, 0o644)
 		l.trail = tarwrap.Trailer(size)
@@ -175,15 +185,15 @@ func newFileLayer(path string, mt types.MediaType) (*fileLayer, error) {
 	return l, nil
 }
 
-func (l *fileLayer) Digest() (v1.Hash, error) { return l.digest, nil }
+// Path is the layer file's path.
+func (l *FileLayer) Path() string { return l.path }
 
-// DiffID is the digest: the blob counts as an uncompressed tar (ACI's
-// convertor does the same).
-func (l *fileLayer) DiffID() (v1.Hash, error)            { return l.digest, nil }
-func (l *fileLayer) Size() (int64, error)                { return l.size, nil }
-func (l *fileLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
+func (l *FileLayer) Digest() (v1.Hash, error)            { return l.digest, nil }
+func (l *FileLayer) DiffID() (v1.Hash, error)            { return l.digest, nil }
+func (l *FileLayer) Size() (int64, error)                { return l.size, nil }
+func (l *FileLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
 
-func (l *fileLayer) Compressed() (io.ReadCloser, error) {
+func (l *FileLayer) Compressed() (io.ReadCloser, error) {
 	f, err := os.Open(l.path)
 	if err != nil {
 		return nil, err
@@ -196,3 +206,6 @@ func (l *fileLayer) Compressed() (io.ReadCloser, error) {
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(l.header), f, bytes.NewReader(l.trail)), f}, nil
 }
+
+// Uncompressed is the blob too: it is an uncompressed tar.
+func (l *FileLayer) Uncompressed() (io.ReadCloser, error) { return l.Compressed() }
