@@ -34,13 +34,8 @@ type Layer struct {
 // OpenLayerFile opens a local layer file: tar-wrapped or bare, ZFile or raw
 // LSMT (committed or sealed).
 func OpenLayerFile(path string, o Options) (*Layer, error) {
-	f, err := regfile.Open(path, os.O_RDONLY)
+	f, st, err := regfile.OpenStat(path, os.O_RDONLY)
 	if err != nil {
-		return nil, fmt.Errorf("layer %s: %w", path, err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
 		return nil, fmt.Errorf("layer %s: %w", path, err)
 	}
 	id := fmt.Sprintf("file:%s:%d:%d", path, st.Size(), st.ModTime().UnixNano())

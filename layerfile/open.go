@@ -283,13 +283,8 @@ func openPath(path string, o Options, open func(io.ReaderAt, int64, Options) (*F
 	if o.Name == "" {
 		o.Name = path
 	}
-	fd, err := regfile.Open(path, os.O_RDONLY) // never blocks on a FIFO
+	fd, st, err := regfile.OpenStat(path, os.O_RDONLY) // never blocks on a FIFO
 	if err != nil {
-		return nil, err
-	}
-	st, err := fd.Stat()
-	if err != nil {
-		fd.Close()
 		return nil, err
 	}
 	f, err := open(fd, st.Size(), o)

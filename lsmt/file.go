@@ -24,13 +24,8 @@ type File struct {
 
 // Open opens the LSMT file at path; Close closes it.
 func Open(path string) (*File, error) {
-	f, err := regfile.Open(path, os.O_RDONLY)
+	f, st, err := regfile.OpenStat(path, os.O_RDONLY)
 	if err != nil {
-		return nil, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	lf, err := NewFile(f, st.Size(), path)

@@ -228,13 +228,8 @@ func openRemote(ctx context.Context, cl *client, digest string, size int64, o Op
 
 // openLocal opens a blob file of an OCI layout.
 func openLocal(path, digest string, size int64) (*Blob, error) {
-	f, err := regfile.Open(path, os.O_RDONLY) // a FIFO must not hang the open
+	f, st, err := regfile.OpenStat(path, os.O_RDONLY) // a FIFO must not hang the open
 	if err != nil {
-		return nil, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	if size > 0 && st.Size() != size {

@@ -18,18 +18,25 @@ import (
 // Open opens path with flag (os.O_RDONLY, os.O_RDWR, ...) and fails, naming
 // the path and what it is, unless it is a regular file.
 func Open(path string, flag int) (*os.File, error) {
+	f, _, err := OpenStat(path, flag)
+	return f, err
+}
+
+// OpenStat is Open that also returns the file's FileInfo (its size, for
+// the readers that are opened on it next).
+func OpenStat(path string, flag int) (*os.File, os.FileInfo, error) {
 	f, err := os.OpenFile(path, flag|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("%s: %s, not a regular file", path, kind(st.Mode()))
+		return nil, nil, fmt.Errorf("%s: %s, not a regular file", path, kind(st.Mode()))
 	}
 	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
 	if err == nil {
@@ -37,9 +44,9 @@ func Open(path string, flag int) (*os.File, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return f, nil
+	return f, st, nil
 }
 
 // ReadFile reads a regular file of at most max bytes.

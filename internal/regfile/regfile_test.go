@@ -47,6 +47,11 @@ func TestOpen(t *testing.T) {
 			t.Fatalf("%s: open blocked", tc.path)
 		}
 	}
+	if f, st, err := OpenStat(reg, os.O_RDONLY); err != nil || st.Size() != 1 || !st.Mode().IsRegular() {
+		t.Errorf("OpenStat %s: %v %v", reg, st, err)
+	} else {
+		f.Close()
+	}
 	if _, err := ReadFile(reg, 0); err == nil {
 		t.Error("ReadFile over its limit succeeded")
 	}
