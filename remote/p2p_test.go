@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/obdfs/obdfs/internal/needs"
+	"github.com/obdfs/obdfs/internal/proctest"
 	"github.com/obdfs/obdfs/test/registry"
 )
 
@@ -74,20 +75,12 @@ func startTinyproxy(t *testing.T) (string, string) {
 	cmd := exec.Command(bin, "-d", "-c", cfg)
 	out, _ := os.Create(filepath.Join(dir, "stderr"))
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	p, err := proctest.Start(cmd)
+	out.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); out.Close(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
+	t.Cleanup(func() { p.Stop(5 * time.Second) })
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if c, err := net.Dial("tcp", addr); err == nil {
@@ -95,7 +88,7 @@ func startTinyproxy(t *testing.T) (string, string) {
 			return addr, logf
 		}
 		select {
-		case <-exited:
+		case <-p.Exited():
 			b, _ := os.ReadFile(filepath.Join(dir, "stderr"))
 			lb, _ := os.ReadFile(logf)
 			t.Fatalf("tinyproxy exited:\n%s\n%s", b, lb)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/obdfs/obdfs/internal/needs"
+	"github.com/obdfs/obdfs/internal/proctest"
 )
 
 func freePort(t *testing.T) int {
@@ -51,20 +52,12 @@ scrape_configs:
 	cmd := exec.Command("prometheus", "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	p, err := proctest.Start(cmd)
+	logf.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
+	t.Cleanup(func() { p.Stop(10 * time.Second) })
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		resp, err := http.Get("http://" + addr + "/-/ready")
 		if err == nil {
@@ -74,7 +67,7 @@ scrape_configs:
 			}
 		}
 		select {
-		case <-exited:
+		case <-p.Exited():
 			b, _ := os.ReadFile(filepath.Join(dir, "prometheus.log"))
 			t.Fatalf("prometheus exited:\n%s", b)
 		default:

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/obdfs/obdfs/internal/needs"
+	"github.com/obdfs/obdfs/internal/proctest"
 )
 
 // Binary is the server executable (Debian package docker-registry).
@@ -32,8 +33,7 @@ type Server struct {
 	t      testing.TB
 	dir    string
 	config string
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc   *proctest.Proc // nil when stopped
 }
 
 // Start runs a registry for the test; with auth it requires basic auth with
@@ -124,13 +124,11 @@ func (s *Server) start() {
 		s.t.Fatal(err)
 	}
 	defer log.Close()
-	s.cmd = exec.Command(Binary, "serve", s.config)
-	s.cmd.Stdout, s.cmd.Stderr = log, log
-	if err := s.cmd.Start(); err != nil {
+	cmd := exec.Command(Binary, "serve", s.config)
+	cmd.Stdout, cmd.Stderr = log, log
+	if s.proc, err = proctest.Start(cmd); err != nil {
 		s.t.Fatalf("start %s: %v", Binary, err)
 	}
-	s.exited = make(chan struct{})
-	go func(c *exec.Cmd, done chan struct{}) { c.Wait(); close(done) }(s.cmd, s.exited)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, err := http.Get("http://" + s.Host + "/v2/")
@@ -141,7 +139,7 @@ func (s *Server) start() {
 			}
 		}
 		select {
-		case <-s.exited:
+		case <-s.proc.Exited():
 			b, _ := os.ReadFile(filepath.Join(s.dir, "registry.log"))
 			s.t.Fatalf("docker-registry exited at start:\n%s", b)
 		default:
@@ -157,17 +155,11 @@ func (s *Server) start() {
 
 // Stop ends the server (idempotent). Its storage stays for Restart.
 func (s *Server) Stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
+	if s.proc == nil {
 		return
 	}
-	s.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-s.exited:
-	case <-time.After(5 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.exited
-	}
-	s.cmd = nil
+	s.proc.Stop(5 * time.Second)
+	s.proc = nil
 }
 
 // Restart starts the server again on the same port with the same storage.
