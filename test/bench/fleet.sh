@@ -35,17 +35,14 @@ R=$(mktemp -d "$W/run.XXXXXX")
 NETSHAPE=$W/netshape
 go build -o "$NETSHAPE" ./test/netshape/cmd/netshape
 export OBDFS_RUN_DIR=$R/obdfs-run
-PIDS=() MNTS=()
+. test/bench/harness.sh
 cleanup() {
   set +e
-  for m in "${MNTS[@]}"; do "$OBDFS" umount "$m" >/dev/null 2>&1 || umount -l "$m" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  undo_all
   rm -rf "$R"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-log() { printf '== %s\n' "$*" >&2; }
 
 LAYER=$W/data/go.layer
 if [ ! -s "$LAYER" ] && [ -s /var/tmp/obdfs-lazy-bench/data/go.layer ]; then
@@ -57,7 +54,6 @@ if [ ! -s "$LAYER" ]; then
   mv "$LAYER.tmp" "$LAYER"
 fi
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 registry() { # name addr [proxy-remoteurl]
   local proxy=""
   [ -n "${3:-}" ] && proxy=$(printf 'proxy:\n  remoteurl: http://%s\n' "$3")

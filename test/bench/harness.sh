@@ -1,8 +1,8 @@
 # Shared by the bench scripts that set up mounts, loop devices and daemons
-# (side-by-side.sh, lazy.sh); source it after `set -euo pipefail`, with OBDFS
-# set. Everything a script starts goes on one of these arrays so that
-# undo_all, called from the script's EXIT trap, can take it down in reverse
-# order: file systems, loop devices, obdfs/FUSE mounts, then processes.
+# (side-by-side.sh, lazy.sh, fleet.sh); source it after `set -euo pipefail`,
+# with OBDFS set. Everything a script starts goes on one of these arrays so
+# that undo_all, called from the script's EXIT trap, can take it down in
+# reverse order: file systems, loop devices, obdfs/FUSE mounts, processes.
 PIDS=() MNTS=() LOOPS=() FSMNTS=()
 undo_all() {
   local m l p
