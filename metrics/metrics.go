@@ -30,6 +30,7 @@ import (
 
 	"github.com/obdfs/obdfs/blockcache"
 	"github.com/obdfs/obdfs/disk"
+	"github.com/obdfs/obdfs/internal/unixsock"
 	"github.com/obdfs/obdfs/remote"
 )
 
@@ -160,18 +161,8 @@ func Listen(addr string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("--metrics %s: %w", addr, err)
 	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("--metrics %s: another process listens there", addr)
-	}
-	os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := unixsock.Listen(path) // unixsock.ErrInUse reads "another process listens there"
 	if err != nil {
-		return nil, fmt.Errorf("--metrics %s: %w", addr, err)
-	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("--metrics %s: %w", addr, err)
 	}
 	return ln, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/obdfs/obdfs/blockcache"
 	"github.com/obdfs/obdfs/disk"
 	"github.com/obdfs/obdfs/fusefs"
+	"github.com/obdfs/obdfs/internal/unixsock"
 )
 
 // Opener opens a STACK spec, its registry layers read as lazy says. The
@@ -189,17 +190,13 @@ func listen(path string) (net.Listener, error) {
 	if err := PrepareRunDir(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
+	ln, err := unixsock.Listen(path)
+	if errors.Is(err, unixsock.ErrInUse) {
 		return nil, fmt.Errorf("control socket %s: another obdfs daemon serves this mountpoint", path)
 	}
-	os.Remove(path)
-	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(true)
-	os.Chmod(path, 0o600)
 	return ln, nil
 }
 
