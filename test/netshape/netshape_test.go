@@ -3,6 +3,7 @@ package netshape
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -142,16 +143,10 @@ func TestRefusesNonLoopback(t *testing.T) {
 
 func TestLifetime(t *testing.T) {
 	p := start(t, Config{Target: echoServer(t), Lifetime: 200 * time.Millisecond})
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	// The idle connection is closed when the lifetime ends, and the
 	// listener with it.
-	if _, err := c.Read(make([]byte, 1)); err == nil {
-		t.Fatal("read succeeded on an idle connection")
+	if err := readOne(t, p.Addr()); err == nil || isTimeout(err) {
+		t.Fatalf("read on an idle connection: %v, want it closed by the proxy", err)
 	}
 	if c2, err := net.DialTimeout("tcp", p.Addr(), time.Second); err == nil {
 		c2.Close()
@@ -167,13 +162,25 @@ func TestServerGone(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	p := start(t, Config{Target: addr})
-	c, err := net.Dial("tcp", p.Addr())
+	if err := readOne(t, p.Addr()); err == nil || isTimeout(err) {
+		t.Fatalf("read through the proxy to a dead server: %v, want the connection closed", err)
+	}
+}
+
+// readOne dials addr and reads one byte, waiting at most 10 s.
+func readOne(t *testing.T, addr string) error {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err == nil {
-		t.Fatal("a connection to a dead server stays open")
-	}
+	_, err = c.Read(make([]byte, 1))
+	return err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
