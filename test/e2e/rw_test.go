@@ -266,7 +266,9 @@ func TestStackRuntime(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustObdfs(t, "stats", "--json", mp)), &stats); err != nil {
 		t.Fatal(err)
 	}
-	if len(stats.Stacks) != 1 || stats.Stacks[0].Stats.ReadBytes != vsize || len(stats.Stacks[0].Layers) != 3 {
+	// Every byte was served once; under load the kernel may ask for a page
+	// again (a readahead racing the reader), so allow up to one request more.
+	if rb := stats.Stacks[0].Stats.ReadBytes; len(stats.Stacks) != 1 || rb < vsize || rb > vsize+1<<20 || len(stats.Stacks[0].Layers) != 3 {
 		t.Errorf("stats: %+v", stats)
 	}
 	mustObdfs(t, "stack", "rm", "--force", mp, "a")
